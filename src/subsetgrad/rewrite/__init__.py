@@ -1,0 +1,33 @@
+"""The subsetgrad graph rewrites and their one registration point."""
+
+from __future__ import annotations
+
+from pytensor.compile.mode import Mode, get_mode, optdb
+
+from subsetgrad.rewrite.subset_update import SubsetUpdate, build_subset_update, counters
+
+TAG = "subsetgrad"
+
+# Position 1.45: after canonicalize (1), so the gradient graph is in canonical
+# form, and well before elemwise fusion (48-49), which hides the pattern inside
+# Composite ops. Stabilize and specialize then clean up the small expressions
+# the rewrite builds. Registered directly on optdb with its own tag and
+# use_db_name_as_tag=False, so it is off unless a mode includes "subsetgrad".
+_REWRITES = {"subsetgrad_subset_update": (SubsetUpdate(), 1.45)}
+
+
+def _register() -> None:
+    for name, (rewriter, position) in _REWRITES.items():
+        if name not in optdb.__position__:
+            optdb.register(name, rewriter, TAG, position=position, use_db_name_as_tag=False)
+
+
+_register()
+
+
+def mode(base: str | Mode = "NUMBA") -> Mode:
+    """`base` (a mode name or object) with the subsetgrad rewrites turned on."""
+    return get_mode(base).including(TAG)
+
+
+__all__ = ["TAG", "SubsetUpdate", "build_subset_update", "counters", "mode"]

@@ -1,0 +1,84 @@
+"""``base + linear(zeros[idx].inc(v), ...) -> base[idx].inc(linear'(v))``."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytensor.tensor as pt
+from pytensor.graph.basic import Variable
+from pytensor.graph.fg import FunctionGraph
+from pytensor.graph.rewriting.basic import GraphRewriter, copy_stack_trace
+
+from subsetgrad.graph import Linear, decompose_graph
+
+#: How often each part of the rewrite fired in this process; tests assert on it.
+counters: Counter[str] = Counter()
+
+
+def build_subset_update(out: Variable, lin: Linear) -> Variable | None:
+    """``dense[idx_1].inc(v_1)...[idx_k].inc(v_k)`` with the dtype and type of `out`.
+
+    Returns None when the result's type cannot be made to match `out`'s.
+    """
+    assert lin.dense is not None
+    dtype = out.type.dtype
+    new = lin.dense
+    if new.type.dtype != dtype:
+        new = pt.cast(new, dtype)
+    if new.type.broadcastable != out.type.broadcastable:
+        # The add broadcast its dense operand up to the scatter's shape; the
+        # increments need that full shape, so materialise it (never bigger than
+        # the zeros the scatter allocated).
+        zeros = lin.terms[0].source.inputs[0]
+        new = pt.alloc(new, *zeros.shape)
+    for term in lin.terms:
+        values = term.values if term.values.type.dtype == dtype else pt.cast(term.values, dtype)
+        # Never ignore_duplicates: repeated indices must accumulate, as the scatter did.
+        new = pt.inc_subtensor(new[term.index], values)
+    if out.type.is_super(new.type):
+        return new
+    # `out` may know more static shape than `new` (a factor of static shape
+    # broadcast into it); convert_variable adds the SpecifyShape, or refuses.
+    converted = out.type.convert_variable(new)
+    return converted if isinstance(converted, Variable) else None
+
+
+class SubsetUpdate(GraphRewriter):  # type: ignore[misc]
+    """Turn every full-table update built from lookup gradients into increments.
+
+    ``W - lr * zeros[idx].inc(v)`` becomes ``W[idx].inc(-lr * v)``, and in general
+    ``dense + sum_k L_k(zeros[idx_k].inc(v_k))`` becomes
+    ``dense[idx_1].inc(L_1(v_1))...``, where each ``L_k`` is the chain of
+    add/sub/neg/cast and multiply/divide by scatter-free factors that the
+    original graph applied. Those are exactly linear and zero-preserving, so the
+    result is the same up to floating-point reassociation. Factors that vary
+    along an indexed axis are gathered at the indices.
+
+    Left alone:
+    - sets whose indices may repeat (last write wins; an increment would sum);
+    - increments with ``ignore_duplicates=True`` and indices that may repeat;
+    - a scatter that an op broadcasts, or that meets another scatter in a
+      product (not linear);
+    - anything that is not base plus scatters.
+
+    As PyTensor's own ``local_mul_zero`` does, it assumes scale factors are
+    finite and divisors non-zero on the rows outside the batch: there the dense
+    graph computes ``0 * inf`` or ``0 / 0``, the subset graph nothing.
+    """
+
+    def add_requirements(self, fgraph: FunctionGraph) -> None:
+        from pytensor.graph.features import ReplaceValidate
+
+        fgraph.attach_feature(ReplaceValidate())
+
+    def apply(self, fgraph: FunctionGraph) -> None:
+        dec = decompose_graph(fgraph)
+        for out, lin in list(dec.roots(fgraph)):
+            new = build_subset_update(out, lin)
+            if new is None:
+                counters["skipped_type"] += 1
+                continue
+            copy_stack_trace([out, *(t.source.outputs[0] for t in lin.terms)], new)
+            fgraph.replace_all_validate([(out, new)], reason="subsetgrad_subset_update")
+            counters["subset_update"] += 1
+            counters["scatter"] += len(lin.terms)
