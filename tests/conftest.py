@@ -25,3 +25,10 @@ os.environ.setdefault("NUMBA_BOUNDSCHECK", "1")
 import pytensor  # noqa: E402
 
 assert pytensor.config.on_opt_error == "raise"
+
+from hypothesis import settings  # noqa: E402
+
+# `pytest --hypothesis-profile=thorough` is the larger generated suite.
+settings.register_profile("default", max_examples=60)
+settings.register_profile("thorough", max_examples=2000)
+settings.load_profile("default")
