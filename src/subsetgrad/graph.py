@@ -156,6 +156,44 @@ class Linear:
         return self.dense is not None and bool(self.terms)
 
 
+@dataclass(frozen=True)
+class GraphIndex:
+    """Apply nodes in topological order and each variable's clients, built once."""
+
+    nodes: list[Apply]
+    clients: dict[Variable, list[tuple[Apply, int]]]
+    outputs: list[Variable]
+
+    @classmethod
+    def from_fgraph(cls, fgraph: FunctionGraph) -> GraphIndex:
+        return cls(list(fgraph.toposort()), fgraph.clients, list(fgraph.outputs))
+
+    @classmethod
+    def from_outputs(cls, outputs: Sequence[Variable]) -> GraphIndex:
+        """Index the graph behind `outputs` in one iterative depth-first pass."""
+        nodes: list[Apply] = []
+        clients: dict[Variable, list[tuple[Apply, int]]] = {}
+        seen: set[Apply] = set()
+        for out in outputs:
+            if out.owner is None or out.owner in seen:
+                continue
+            stack: list[tuple[Apply, int]] = [(out.owner, 0)]
+            seen.add(out.owner)
+            while stack:
+                node, i = stack.pop()
+                if i < len(node.inputs):
+                    stack.append((node, i + 1))
+                    parent = node.inputs[i].owner
+                    if parent is not None and parent not in seen:
+                        seen.add(parent)
+                        stack.append((parent, 0))
+                    continue
+                nodes.append(node)
+                for j, inp in enumerate(node.inputs):
+                    clients.setdefault(inp, []).append((node, j))
+        return cls(nodes, clients, list(outputs))
+
+
 @dataclass
 class Decomposition:
     """Linear decompositions of every variable in a graph that carries a scatter."""
@@ -168,23 +206,51 @@ class Decomposition:
     def of(self, var: Variable) -> Linear:
         return self.linear.get(var) or Linear(var)
 
-    def roots(self, fgraph: FunctionGraph) -> Iterator[tuple[Variable, Linear]]:
+    def other_uses(self, var: Variable, index: GraphIndex) -> list[tuple[Apply | None, int]]:
+        """Uses of `var` that do not fold it into a linear decomposition (None: an output)."""
+        uses: list[tuple[Apply | None, int]] = [
+            (c, i)
+            for c, i in index.clients.get(var, [])
+            if not isinstance(c, Apply) or (c, i) not in self.absorbed
+        ]
+        uses = [(c if isinstance(c, Apply) and not _is_output_node(c) else None, i) for c, i in uses]
+        if var in index.outputs and not any(c is None for c, _ in uses):
+            uses.append((None, index.outputs.index(var)))
+        return uses
+
+    def roots(self, index: GraphIndex) -> Iterator[tuple[Variable, Linear]]:
         """Outermost variables of the form base plus scatters."""
-        outputs = set(fgraph.outputs)
         for var, lin in self.linear.items():
-            if not lin.is_update:
-                continue
-            clients = fgraph.clients.get(var, [])
-            if var in outputs or any(
-                not isinstance(c, Apply) or (c, i) not in self.absorbed for c, i in clients
-            ):
+            if lin.is_update and self.other_uses(var, index):
                 yield var, lin
 
+    def sparse_chain(self, var: Variable) -> list[Variable]:
+        """The pure-scatter variables (no dense part) folded into `var`'s decomposition."""
+        chain: list[Variable] = []
+        stack, seen = [var], {var}
+        while stack:
+            v = stack.pop()
+            lin = self.linear.get(v)
+            if lin is None or v.owner is None:
+                continue
+            if lin.dense is None:
+                chain.append(v)
+            for i, inp in enumerate(v.owner.inputs):
+                if (v.owner, i) in self.absorbed and inp not in seen:
+                    seen.add(inp)
+                    stack.append(inp)
+        return chain
 
-def decompose_graph(fgraph: FunctionGraph) -> Decomposition:
-    """Decompose every variable of `fgraph` in one topological pass."""
+
+def _is_output_node(node: Apply) -> bool:
+    # FunctionGraph marks its outputs with `Output` apply nodes.
+    return type(node.op).__name__ == "Output"
+
+
+def decompose_graph(index: GraphIndex) -> Decomposition:
+    """Decompose every variable of the graph in one topological pass."""
     dec = Decomposition()
-    for node in fgraph.toposort():
+    for node in index.nodes:
         result = _decompose_node(node, dec)
         if result is not None:
             lin, used = result

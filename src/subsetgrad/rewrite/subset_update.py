@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections import Counter
+from weakref import WeakSet
 
 import pytensor.tensor as pt
 from pytensor.graph.basic import Variable
 from pytensor.graph.fg import FunctionGraph
 from pytensor.graph.rewriting.basic import GraphRewriter, copy_stack_trace
 
-from subsetgrad.graph import Linear, decompose_graph
+from subsetgrad.graph import GraphIndex, Linear, decompose_graph
 
 #: How often each part of the rewrite fired in this process; tests assert on it.
 counters: Counter[str] = Counter()
+#: Every FunctionGraph the rewrite ran on, so the lint can say whether a mode had it.
+applied_to: WeakSet[FunctionGraph] = WeakSet()
 
 
 def build_subset_update(out: Variable, lin: Linear) -> Variable | None:
@@ -72,8 +75,10 @@ class SubsetUpdate(GraphRewriter):  # type: ignore[misc]
         fgraph.attach_feature(ReplaceValidate())
 
     def apply(self, fgraph: FunctionGraph) -> None:
-        dec = decompose_graph(fgraph)
-        for out, lin in list(dec.roots(fgraph)):
+        applied_to.add(fgraph)
+        index = GraphIndex.from_fgraph(fgraph)
+        dec = decompose_graph(index)
+        for out, lin in list(dec.roots(index)):
             new = build_subset_update(out, lin)
             if new is None:
                 counters["skipped_type"] += 1

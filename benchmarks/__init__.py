@@ -1,0 +1,1 @@
+"""Benchmarks for subsetgrad; run them with ``python -m benchmarks [NAME] [ARGS...]``."""
