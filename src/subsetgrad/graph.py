@@ -14,7 +14,7 @@ decomposition to say which updates are dense and why.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pytensor.scalar as ps
@@ -141,6 +141,9 @@ class Scatter:
     # The increment node the term came from: its zero base gives the full shape,
     # its stack trace the user's line.
     source: Apply
+    # False for an increment made directly on a dense base (``W[idx].inc(v)``):
+    # already a subset update, nothing to gain.
+    into_zeros: bool = True
 
 
 @dataclass(frozen=True)
@@ -152,8 +155,13 @@ class Linear:
 
     @property
     def is_update(self) -> bool:
-        """A base plus scatters: exactly the shape the rewrite turns into increments."""
+        """A base plus scatters."""
         return self.dense is not None and bool(self.terms)
+
+    @property
+    def has_full_table_scatter(self) -> bool:
+        """Some term is a scatter into zeros: a V x D gradient is built for it."""
+        return any(t.into_zeros for t in self.terms)
 
 
 @dataclass(frozen=True)
@@ -219,9 +227,9 @@ class Decomposition:
         return uses
 
     def roots(self, index: GraphIndex) -> Iterator[tuple[Variable, Linear]]:
-        """Outermost variables of the form base plus scatters."""
+        """Outermost variables of the form base plus scatters, not already increments."""
         for var, lin in self.linear.items():
-            if lin.is_update and self.other_uses(var, index):
+            if lin.is_update and not _already_increments(var, lin) and self.other_uses(var, index):
                 yield var, lin
 
     def sparse_chain(self, var: Variable) -> list[Variable]:
@@ -240,6 +248,15 @@ class Decomposition:
                     seen.add(inp)
                     stack.append(inp)
         return chain
+
+
+def _already_increments(var: Variable, lin: Linear) -> bool:
+    """`var` is literally ``dense[i1].inc(v1)[i2].inc(v2)...``: nothing left to move."""
+    chain = set()
+    while var.owner is not None and isinstance(var.owner.op, INC_OPS):
+        chain.add(var.owner)
+        var = var.owner.inputs[0]
+    return var is lin.dense and all(t.source in chain for t in lin.terms)
 
 
 def _is_output_node(node: Apply) -> bool:
@@ -290,6 +307,8 @@ def _decompose_node(node: Apply, dec: Decomposition) -> tuple[Linear, list[int]]
         if is_zero(base):
             return Linear(None, (term,)), []
         inner = dec.of(base)
+        if inner.dense is not None:
+            term = Scatter(term.index, term.values, term.advanced, node, into_zeros=False)
         return Linear(inner.dense, (*inner.terms, term)), [0] if base in dec.linear else []
 
     if not isinstance(op, Elemwise) or len(node.outputs) != 1:
@@ -365,14 +384,14 @@ def _combine(fn, parts: Sequence[Variable | None]) -> Variable | None:  # type: 
 
 
 def _map(term: Scatter, fn) -> Scatter:  # type: ignore[no-untyped-def]
-    return Scatter(term.index, fn(term.values), term.advanced, term.source)
+    return replace(term, values=fn(term.values))
 
 
 def _scale(term: Scatter, factors: Iterable[Variable], fn) -> Scatter:  # type: ignore[no-untyped-def]
     values = term.values
     for factor in factors:
         values = fn(values, gather(factor, term))
-    return Scatter(term.index, values, term.advanced, term.source)
+    return replace(term, values=values)
 
 
 # --------------------------------------------------------------------------- #

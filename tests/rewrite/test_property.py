@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pytensor.compile.mode import Mode
 
-import subsetgrad
+from subsetgrad.graph import is_scatter_into_zeros
 from tests.cases import cost_of
 
 REWRITTEN = Mode(linker="py", optimizer="fast_run").including("subsetgrad")
@@ -119,9 +119,12 @@ def test_linear_updates_agree_with_optimizer_none(p: dict[str, Any]) -> None:
 
     inputs = [v for v, _ in feeds]
     values = [x for _, x in feeds]
-    subsetgrad.counters.clear()
-    got = pytensor.function(inputs, out, mode=REWRITTEN, on_unused_input="ignore")(*values)
-    assert subsetgrad.counters["subset_update"] == 1
+    f = pytensor.function(inputs, out, mode=REWRITTEN, on_unused_input="ignore")
+    # Whether subsetgrad or PyTensor's own rewrite got there (plain ``W + g``), no
+    # full-table scatter may survive.
+    scatters = [n for n in f.maker.fgraph.apply_nodes if is_scatter_into_zeros(n)]
+    assert not scatters
+    got = f(*values)
     want = pytensor.function(inputs, out, mode=REFERENCE, on_unused_input="ignore")(*values)
     assert got.dtype == want.dtype
     # A cast moved past a sum of repeated rows rounds in float32 at a different place.
