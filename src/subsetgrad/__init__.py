@@ -2,8 +2,31 @@
 
 from __future__ import annotations
 
-from subsetgrad.rewrite import TAG, counters, mode
+from subsetgrad.rewrite import TAG, counters, mode, rewrite_active
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["TAG", "__version__", "counters", "mode"]
+from subsetgrad.lint import (  # noqa: E402  (the lint imports the rewrite's registry)
+    RULES,
+    Finding,
+    Location,
+    Severity,
+    check,
+    check_function,
+    record,
+)
+
+__all__ = [
+    "RULES",
+    "TAG",
+    "Finding",
+    "Location",
+    "Severity",
+    "__version__",
+    "check",
+    "check_function",
+    "counters",
+    "mode",
+    "record",
+    "rewrite_active",
+]

@@ -457,3 +457,67 @@ def _gather_advanced(factor: Variable, index: Index, bcast: tuple[bool, ...]) ->
             # Same index structure, so the same output layout; a broadcast axis reads row 0.
             entries.append(pt.zeros_like(entry) if bcast[axis] else entry)
     return factor[tuple(entries)]
+
+
+# --------------------------------------------------------------------------- #
+# Updates at zero gradient
+# --------------------------------------------------------------------------- #
+def scatter_dependent(index: GraphIndex) -> set[Variable]:
+    """Every variable with a scatter into zeros among its ancestors (or that is one)."""
+    marked: set[Variable] = set()
+    for node in index.nodes:
+        if is_scatter_into_zeros(node) or any(i in marked for i in node.inputs):
+            marked.update(node.outputs)
+    return marked
+
+
+def scatters_behind(value: Variable, dependent: set[Variable]) -> list[Apply]:
+    """The scatter-into-zeros nodes `value` reads, without walking past them."""
+    found: list[Apply] = []
+    stack, seen = [value], {value}
+    while stack:
+        var = stack.pop()
+        node = var.owner
+        if node is None or var not in dependent:
+            continue
+        if is_scatter_into_zeros(node):
+            found.append(node)
+            continue
+        for i in node.inputs:
+            if i not in seen:
+                seen.add(i)
+                stack.append(i)
+    return found
+
+
+def strip_wrappers(var: Variable) -> Variable:
+    """Look through SpecifyShape, same-dtype casts and fills that do not change values."""
+    while var.owner is not None:
+        op = var.owner.op
+        name = type(getattr(op, "scalar_op", op)).__name__
+        if name == "SpecifyShape" or (name == "Cast" and var.owner.inputs[0].dtype == var.dtype):
+            var = var.owner.inputs[0]
+        elif name == "Second":
+            var = var.owner.inputs[1]
+        else:
+            break
+    return var
+
+
+def identity_at_zero(value: Variable, state: Variable, scatters: Iterable[Variable]) -> bool:
+    """Whether ``value`` simplifies to ``state`` when every scatter in `scatters` is zero.
+
+    Decided from the algebra: substitute a broadcastable constant zero for each
+    scatter and run PyTensor's canonicalize/stabilize/specialize rewrites. An
+    adagrad accumulator ``acc + g**2`` becomes ``acc``; an RMSprop one
+    ``rho * acc + (1 - rho) * g**2`` stays ``rho * acc``.
+    """
+    from pytensor.graph.replace import clone_replace
+    from pytensor.graph.rewriting.utils import rewrite_graph
+
+    zeros = {
+        s: pt.constant(np.zeros((1,) * s.type.ndim, dtype=s.type.dtype)) for s in scatters
+    }
+    at_zero = clone_replace(value, replace=zeros, rebuild_strict=False)
+    simplified = rewrite_graph(at_zero, include=("canonicalize", "stabilize", "specialize"))
+    return strip_wrappers(simplified) is state

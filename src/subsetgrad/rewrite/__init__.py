@@ -30,4 +30,16 @@ def mode(base: str | Mode = "NUMBA") -> Mode:
     return get_mode(base).including(TAG)
 
 
-__all__ = ["TAG", "SubsetUpdate", "build_subset_update", "counters", "mode"]
+def rewrite_active(m: str | Mode | None = None) -> bool:
+    """Whether compiling with mode `m` (default: PyTensor's default mode) runs the rewrite."""
+    from pytensor.compile.mode import predefined_optimizers
+
+    query = get_mode(m).provided_optimizer
+    if isinstance(query, str):
+        query = predefined_optimizers.get(query)
+    include = getattr(query, "include", ())
+    exclude = getattr(query, "exclude", ())
+    return TAG in include and TAG not in exclude
+
+
+__all__ = ["TAG", "SubsetUpdate", "build_subset_update", "counters", "mode", "rewrite_active"]

@@ -1,0 +1,71 @@
+"""The lint: find the subset-gradient traps in PyTensor graphs, at the user's line.
+
+Three ways in, one engine:
+
+- `check` on symbolic outputs and updates;
+- `check_function` on a compiled function (its graph before rewriting);
+- `record`, a context manager that sees every function compiled and every
+  `pytensor.grad` call made inside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from pytensor.compile.mode import Mode
+from pytensor.graph.basic import Variable
+
+from subsetgrad.lint.engine import analyse, analyse_all
+from subsetgrad.lint.findings import Finding, Location, Severity
+from subsetgrad.lint.program import Program
+from subsetgrad.lint.recorder import Recording, record
+from subsetgrad.lint.registry import RULES, Rule
+from subsetgrad.rewrite import rewrite_active
+from subsetgrad.rewrite.subset_update import applied_to
+
+
+def check(
+    outputs: Variable | Sequence[Variable] | None = None,
+    updates: Mapping[Variable, Variable] | Iterable[tuple[Variable, Variable]] | None = None,
+    mode: str | Mode | None = None,
+    *,
+    select: Iterable[str] | None = None,
+    ignore: Iterable[str] | None = None,
+) -> list[Finding]:
+    """Findings for a function that would be compiled from `outputs` and `updates`.
+
+    `mode` is the mode it would be compiled with (default: PyTensor's default);
+    SG101 says whether the subsetgrad rewrite is active in it.
+    """
+    program = Program.from_symbolic(outputs, updates, rewrite_active(mode))
+    return analyse(program, select=select, ignore=ignore)
+
+
+def check_function(
+    f: Any, *, select: Iterable[str] | None = None, ignore: Iterable[str] | None = None
+) -> list[Finding]:
+    """Findings for a compiled `pytensor.function`, from its graph before rewriting."""
+    maker = getattr(f, "maker", None)
+    if maker is None:
+        raise TypeError(f"expected a compiled pytensor function, got {type(f).__name__}")
+    outputs = [o.variable for o in maker.outputs]
+    updates = [(i.variable, i.update) for i in maker.inputs if i.update is not None]
+    program = Program.from_symbolic(outputs, updates, maker.fgraph in applied_to)
+    return analyse(program, select=select, ignore=ignore)
+
+
+__all__ = [
+    "RULES",
+    "Finding",
+    "Location",
+    "Program",
+    "Recording",
+    "Rule",
+    "Severity",
+    "analyse",
+    "analyse_all",
+    "check",
+    "check_function",
+    "record",
+]

@@ -1,0 +1,58 @@
+"""What the lint reports: findings as plain frozen data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Severity(str, Enum):
+    """How bad a finding is. ``info`` findings do not fail `subsetgrad check`."""
+
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+
+@dataclass(frozen=True, order=True)
+class Location:
+    """A place in the user's source: 1-based line and column."""
+
+    path: str
+    line: int
+    col: int = 1
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.col}"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One reported trap."""
+
+    code: str
+    name: str
+    severity: Severity
+    message: str
+    hint: str
+    location: Location | None
+    # Other lines that take part (the second lookup, the missed path).
+    related: tuple[Location, ...] = field(default=())
+
+    def sort_key(self) -> tuple[str, int, int, str]:
+        loc = self.location
+        return (loc.path, loc.line, loc.col, self.code) if loc else ("", 0, 0, self.code)
+
+    def to_dict(self) -> dict[str, object]:
+        loc = self.location
+        return {
+            "code": self.code,
+            "name": self.name,
+            "severity": self.severity.value,
+            "path": loc.path if loc else None,
+            "line": loc.line if loc else None,
+            "col": loc.col if loc else None,
+            "message": self.message,
+            "hint": self.hint,
+            "related": [{"path": r.path, "line": r.line, "col": r.col} for r in self.related],
+        }

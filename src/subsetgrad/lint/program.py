@@ -1,0 +1,112 @@
+"""A graph to analyse, whichever way it arrived: symbolic, compiled, or recorded."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+from pytensor.compile.sharedvalue import SharedVariable
+from pytensor.graph.basic import Variable
+from pytensor.graph.fg import FunctionGraph
+
+from subsetgrad.graph import Decomposition, GraphIndex, decompose_graph
+
+
+@dataclass
+class Program:
+    """Outputs and ``(table, new value)`` updates of one function, before any rewrite."""
+
+    outputs: list[Variable]
+    updates: list[tuple[Variable, Variable]]
+    # None: unknown (a symbolic graph checked without a mode).
+    rewrite_active: bool | None = None
+    label: str = "function"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def index(self) -> GraphIndex:
+        return GraphIndex.from_outputs([*self.outputs, *(v for _, v in self.updates)])
+
+    @cached_property
+    def decomposition(self) -> Decomposition:
+        return decompose_graph(self.index)
+
+    @cached_property
+    def update_values(self) -> dict[Variable, Variable]:
+        """New value -> table."""
+        return {value: table for table, value in self.updates}
+
+    @classmethod
+    def from_symbolic(
+        cls,
+        outputs: Variable | Sequence[Variable] | None = None,
+        updates: Mapping[Variable, Variable] | Iterable[tuple[Variable, Variable]] | None = None,
+        rewrite_active: bool | None = None,
+    ) -> Program:
+        if outputs is None:
+            outs: list[Variable] = []
+        elif isinstance(outputs, Variable):
+            outs = [outputs]
+        else:
+            outs = list(outputs)
+        pairs = list(updates.items() if isinstance(updates, Mapping) else updates or [])
+        for table, value in pairs:
+            if not isinstance(table, Variable) or not isinstance(value, Variable):
+                raise TypeError(f"updates must pair variables, got {table!r}: {value!r}")
+        return cls(outs, pairs, rewrite_active)
+
+    @classmethod
+    def from_fgraph(cls, fgraph: FunctionGraph, rewrite_active: bool | None = None) -> Program:
+        mapping = getattr(fgraph, "update_mapping", None) or {}
+        updates = [(fgraph.inputs[i], fgraph.outputs[o]) for o, i in mapping.items()]
+        outputs = [o for k, o in enumerate(fgraph.outputs) if k not in mapping]
+        return cls(outputs, updates, rewrite_active)
+
+
+# --------------------------------------------------------------------------- #
+# Describing tables in messages
+# --------------------------------------------------------------------------- #
+def same_table(a: Variable, b: Variable) -> bool:
+    """`a` and `b` are the same shared table (clones share their container)."""
+    if a is b:
+        return True
+    ca, cb = getattr(a, "container", None), getattr(b, "container", None)
+    return ca is not None and ca is cb
+
+
+def shape_of(var: Variable) -> tuple[int, ...] | None:
+    if isinstance(var, SharedVariable):
+        return tuple(np.shape(var.get_value(borrow=True)))
+    shape = var.type.shape if hasattr(var.type, "shape") else None
+    if shape is not None and all(s is not None for s in shape):
+        return tuple(int(s) for s in shape)
+    return None
+
+
+def describe(var: Variable) -> str:
+    """```W` (200000x64 float32)`` or ```W` (float32 matrix)``."""
+    name = var.name or "<unnamed table>"
+    shape = shape_of(var)
+    dtype = getattr(var.type, "dtype", "?")
+    dims = "x".join(str(s) for s in shape) if shape else f"{var.type.ndim}-d"
+    return f"`{name}` ({dims} {dtype})"
+
+
+def table_bytes(var: Variable) -> int | None:
+    shape = shape_of(var)
+    if shape is None:
+        return None
+    return int(np.prod(shape)) * np.dtype(var.type.dtype).itemsize
+
+
+def megabytes(n: int | None) -> str:
+    if n is None:
+        return "an unknown amount"
+    if n >= 1e9:
+        return f"{n / 1e9:.1f} GB"
+    if n >= 1e6:
+        return f"{n / 1e6:.1f} MB"
+    return f"{n / 1e3:.1f} kB"

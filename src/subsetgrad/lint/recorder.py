@@ -1,0 +1,141 @@
+"""Record every graph compiled and every `pytensor.grad` call made inside a block."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytensor
+import pytensor.gradient
+from pytensor.compile.mode import optdb
+from pytensor.graph.basic import Variable
+from pytensor.graph.fg import FunctionGraph
+from pytensor.graph.rewriting.basic import GraphRewriter
+
+from subsetgrad.lint.engine import analyse_all
+from subsetgrad.lint.findings import Finding, Location
+from subsetgrad.lint.program import Program
+from subsetgrad.lint.rules.paths import GRAD_TAG, GradCall
+from subsetgrad.lint.source import is_user_file
+from subsetgrad.rewrite.subset_update import applied_to
+
+CAPTURE_NAME = "subsetgrad_capture"
+# Deep enough that the user's frame survives PyTensor's own frames inside `grad`.
+TRACE_LIMIT = 48
+
+_active: list[Recording] = []
+
+
+@dataclass
+class Recording:
+    """What a `record()` block saw: compiled graphs and gradient calls."""
+
+    grad_calls: list[GradCall] = field(default_factory=list)
+    _captured: list[tuple[Program, weakref.ref[FunctionGraph]]] = field(default_factory=list)
+    compiled: int = 0
+
+    @property
+    def programs(self) -> list[Program]:
+        """The graphs as they were before any rewrite, one per compiled function."""
+        for program, live in self._captured:
+            fgraph = live()
+            if program.rewrite_active is None and fgraph is not None:
+                program.rewrite_active = fgraph in applied_to
+        return [p for p, _ in self._captured]
+
+    def findings(
+        self, *, select: Iterable[str] | None = None, ignore: Iterable[str] | None = None
+    ) -> list[Finding]:
+        return analyse_all(self.programs, select=select, ignore=ignore)
+
+
+class _Capture(GraphRewriter):  # type: ignore[misc]
+    """Registered first in optdb: keeps a copy of each graph before it is rewritten."""
+
+    def apply(self, fgraph: FunctionGraph) -> None:
+        mapping = getattr(fgraph, "update_mapping", None)
+        if not _active or mapping is None:
+            return  # Scan and OpFromGraph inner graphs have no update mapping
+        snapshot = fgraph.clone()
+        snapshot.update_mapping = dict(mapping)
+        program = Program.from_fgraph(snapshot)
+        for rec in _active:
+            rec._captured.append((program, weakref.ref(fgraph)))
+            rec.compiled += 1
+
+
+def _install_capture() -> None:
+    if CAPTURE_NAME not in optdb.__position__:
+        # Tags that every predefined mode's query includes; a no-op outside `record()`.
+        optdb.register(
+            CAPTURE_NAME, _Capture(), "fast_run", "fast_compile", "minimum_compile",
+            position=-2, use_db_name_as_tag=False,
+        )
+
+
+def _caller_location() -> Location | None:
+    for frame in reversed(traceback.extract_stack()):
+        if is_user_file(frame.filename):
+            return Location(frame.filename, frame.lineno or 0, 1)
+    return None
+
+
+def _recording_grad(original: Callable[..., Any]) -> Callable[..., Any]:
+    def grad(cost: Variable, wrt: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(cost, wrt, *args, **kwargs)
+        wrts = list(wrt) if isinstance(wrt, list | tuple) else [wrt]
+        results = list(result) if isinstance(result, list | tuple) else [result]
+        location = _caller_location()
+        for w, g in zip(wrts, results, strict=False):
+            if not isinstance(w, Variable) or not isinstance(g, Variable):
+                continue
+            call = GradCall(cost, w, location)
+            if call.table is None:
+                continue
+            setattr(g.tag, GRAD_TAG, call)
+            for rec in _active:
+                rec.grad_calls.append(call)
+        return result
+
+    grad.__wrapped__ = original  # type: ignore[attr-defined]
+    return grad
+
+
+@contextmanager
+def record() -> Iterator[Recording]:
+    """Record the graphs compiled and the gradients taken inside the block.
+
+    Patches `pytensor.grad` wherever a loaded module holds it (so ``from pytensor
+    import grad`` done earlier is covered too), deepens PyTensor's stack traces
+    so that findings reach the user's line, and keeps a pre-rewrite copy of every
+    graph compiled with an optimizer. Graphs compiled with ``optimizer=None``
+    are not seen.
+    """
+    _install_capture()
+    rec = Recording()
+    original = pytensor.gradient.grad
+    patched: list[tuple[Any, str]] = []
+    if not _active:
+        wrapper = _recording_grad(original)
+        for module in list(sys.modules.values()):
+            try:
+                if getattr(module, "grad", None) is original:
+                    setattr(module, "grad", wrapper)
+                    patched.append((module, "grad"))
+            except Exception:  # noqa: BLE001 - exotic modules with odd __getattr__
+                continue
+    old_limit = pytensor.config.traceback__limit
+    pytensor.config.traceback__limit = max(old_limit, TRACE_LIMIT)
+    _active.append(rec)
+    try:
+        yield rec
+    finally:
+        _active.remove(rec)
+        pytensor.config.traceback__limit = old_limit
+        for module, name in patched:
+            setattr(module, name, original)

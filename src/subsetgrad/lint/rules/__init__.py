@@ -1,0 +1,5 @@
+"""Rule families, one module each; importing this package registers them all."""
+
+from subsetgrad.lint.rules import dense, optimizers, paths
+
+__all__ = ["dense", "optimizers", "paths"]

@@ -1,0 +1,107 @@
+"""SG3xx: optimizer state on lookup tables."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from pytensor.compile.sharedvalue import SharedVariable
+from pytensor.graph.basic import Variable
+
+from subsetgrad.graph import identity_at_zero, scatter_dependent, scatters_behind
+from subsetgrad.lint.findings import Finding
+from subsetgrad.lint.program import Program, describe, megabytes, same_table, shape_of, table_bytes
+from subsetgrad.lint.registry import Rule, rule
+from subsetgrad.lint.source import first_location
+
+
+def _table_of(scatter_base: Variable) -> Variable | None:
+    """The table a zeros block was sized from: ``Second(W, 0)`` or ``zeros_like(W)``."""
+    owner = scatter_base.owner
+    while owner is not None:
+        if type(getattr(owner.op, "scalar_op", owner.op)).__name__ == "Second":
+            return owner.inputs[0]
+        if not owner.inputs:
+            return None
+        owner = owner.inputs[0].owner
+    return None
+
+
+@rule(
+    "SG301",
+    "optimizer-state-decay",
+    summary="Optimizer state of a table's shape follows a dense scatter gradient.",
+    hint="Decide what rows outside the batch should do: leave them (lazy) or catch them up "
+    "when next touched; or use an optimizer whose state is unchanged at zero gradient "
+    "(sgd, adagrad). If the dense decay is intended, suppress this finding.",
+)
+def optimizer_state_decay(program: Program, r: Rule) -> Iterator[Finding]:
+    """
+    ## What it does
+    Flags optimizer state with the shape of a lookup table (a moment, an
+    accumulator, a velocity) that is updated from the table's scatter
+    gradient and does not stay unchanged where that gradient is zero. Whether
+    it stays unchanged is read from the update's algebra: the gradient is set
+    to zero and the expression simplified. Adagrad's ``acc + g**2`` does, so it
+    is not flagged; RMSprop's ``rho * acc + (1 - rho) * g**2`` does not.
+
+    ## Why is this bad?
+    Every step then decays or moves the state of every row, also the rows
+    outside the batch: O(V x D) work per step, and a rare word's accumulator
+    decays towards zero between its visits, so its next step is huge.
+
+    ## Example
+    ```python
+    import numpy as np
+    import pytensor
+    import pytensor.tensor as pt
+
+    W = pytensor.shared(np.ones((100, 4)), name="W")
+    acc = pytensor.shared(np.zeros((100, 4)), name="acc")
+    idx = pt.lvector("idx")
+    g = pytensor.grad((W[idx] ** 2).sum(), W)
+    new_acc = 0.9 * acc + 0.1 * g ** 2
+    step = pytensor.function(
+        [idx], [], updates={acc: new_acc, W: W - 0.01 * g / pt.sqrt(new_acc + 1e-6)}
+    )
+    ```
+
+    ## Use instead
+    ```python
+    import numpy as np
+    import pytensor
+    import pytensor.tensor as pt
+
+    W = pytensor.shared(np.ones((100, 4)), name="W")
+    acc = pytensor.shared(np.zeros((100, 4)), name="acc")
+    idx = pt.lvector("idx")
+    g = pytensor.grad((W[idx] ** 2).sum(), W)
+    new_acc = acc + g ** 2  # adagrad: unchanged where the gradient is zero
+    step = pytensor.function(
+        [idx], [], updates={acc: new_acc, W: W - 0.01 * g / pt.sqrt(new_acc + 1e-6)}
+    )
+    ```
+    """
+    dependent: set[Variable] | None = None
+    for state, value in program.updates:
+        if not isinstance(state, SharedVariable):
+            continue
+        if dependent is None:
+            dependent = scatter_dependent(program.index)
+        if value not in dependent:
+            continue
+        scatters = scatters_behind(value, dependent)
+        tables = {_table_of(s.inputs[0]) for s in scatters}
+        tables.discard(None)
+        shape = shape_of(state)
+        owners = [t for t in tables if t is not None and shape_of(t) == shape]
+        if not owners or any(same_table(state, t) for t in owners):
+            continue
+        if identity_at_zero(value, state, [s.outputs[0] for s in scatters]):
+            continue
+        table = owners[0]
+        yield r.finding(
+            f"optimizer state {describe(state)} follows the dense scatter gradient of "
+            f"{describe(table)} and changes where that gradient is zero: it decays or moves "
+            f"on every row outside the batch (~{megabytes(table_bytes(state))} per step).",
+            first_location(value, state),
+        )

@@ -1,0 +1,75 @@
+"""The user's file:line for a graph variable, from PyTensor's stack traces."""
+
+from __future__ import annotations
+
+import os
+import sysconfig
+from collections.abc import Iterable
+from functools import lru_cache
+from pathlib import Path
+
+import pytensor
+from pytensor.graph.basic import Apply, Variable
+
+import subsetgrad
+from subsetgrad.lint.findings import Location
+
+# Frames in these trees are never the user's line: PyTensor itself, subsetgrad
+# (its recorder wraps `grad`), the standard library and installed packages.
+_LIBRARY_ROOTS = tuple(
+    str(Path(p).resolve()) + os.sep
+    for p in {
+        os.path.dirname(pytensor.__file__),
+        os.path.dirname(subsetgrad.__file__),
+        sysconfig.get_paths()["stdlib"],
+        sysconfig.get_paths()["platstdlib"],
+        sysconfig.get_paths()["purelib"],
+        sysconfig.get_paths()["platlib"],
+    }
+)
+
+
+@lru_cache(maxsize=4096)
+def is_user_file(filename: str) -> bool:
+    if filename.startswith("<frozen") or not filename:
+        return False
+    if "site-packages" in filename or "dist-packages" in filename:
+        return False
+    resolved = str(Path(filename).resolve()) if not filename.startswith("<") else filename
+    return not resolved.startswith(_LIBRARY_ROOTS)
+
+
+def _column(line_text: str | None) -> int:
+    if not line_text:
+        return 1
+    return len(line_text) - len(line_text.lstrip()) + 1
+
+
+def location_of(var: Variable | Apply | None) -> Location | None:
+    """The innermost user frame that built `var` (or the node's first output)."""
+    if var is None:
+        return None
+    if isinstance(var, Apply):
+        candidates: Iterable[Variable] = var.outputs
+    else:
+        candidates = [var]
+    for v in candidates:
+        trace = getattr(v.tag, "trace", None)
+        if not trace:
+            continue
+        # `trace` holds one or more stack summaries (merged by copy_stack_trace),
+        # each outermost frame first.
+        for summary in trace:
+            for frame in reversed(summary):
+                filename, lineno, _name, line_text = tuple(frame)[:4]
+                if is_user_file(filename):
+                    return Location(str(filename), int(lineno), _column(line_text))
+    return None
+
+
+def first_location(*items: Variable | Apply | None) -> Location | None:
+    for item in items:
+        loc = location_of(item)
+        if loc is not None:
+            return loc
+    return None
