@@ -17,14 +17,11 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import platform
 import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from typing import Any
 
 import numpy as np
@@ -302,25 +299,7 @@ def format_target(t: Target) -> str:
     return line + ")"
 
 
-def machine() -> dict[str, Any]:
-    def version(dist: str) -> str | None:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return None
-
-    return {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "processor": platform.processor() or platform.machine(),
-        "versions": {
-            "python": platform.python_version(),
-            "pytensor": pytensor.__version__,
-            "numba": version("numba"),
-            "numpy": np.__version__,
-            "subsetgrad": subsetgrad.__version__,
-        },
-    }
+from benchmarks._common import machine  # noqa: E402
 
 
 def json_line(kind: str, record: dict[str, Any]) -> str:

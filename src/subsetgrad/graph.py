@@ -13,16 +13,20 @@ decomposition to say which updates are dense and why.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import heapq
+
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property, lru_cache
+from typing import Any
 
 import numpy as np
 import pytensor.scalar as ps
 import pytensor.tensor as pt
 from pytensor.graph.basic import Apply, Constant, Variable
 from pytensor.graph.fg import FunctionGraph
-from pytensor.tensor.basic import ARange, get_underlying_scalar_constant_value
-from pytensor.tensor.elemwise import Elemwise
+from pytensor.tensor.basic import Alloc, ARange, get_underlying_scalar_constant_value
+from pytensor.tensor.elemwise import DimShuffle, Elemwise
 from pytensor.tensor.subtensor import (
     AdvancedIncSubtensor,
     AdvancedSubtensor,
@@ -37,11 +41,42 @@ INC_OPS = (IncSubtensor, AdvancedIncSubtensor)
 LOOKUP_OPS = (Subtensor, AdvancedSubtensor)
 
 
+@lru_cache(maxsize=None)
+def _subclass(op_type: type, classes: tuple[type, ...]) -> bool:
+    # Op classes use ABCMeta, whose isinstance is slow on graphs of 100k nodes.
+    return issubclass(op_type, classes)
+
+
+def is_inc(node: Apply) -> bool:
+    """An (Advanced)IncSubtensor: a write of values at an index."""
+    return _subclass(type(node.op), INC_OPS)
+
+
+def is_lookup(node: Apply) -> bool:
+    """An (Advanced)Subtensor: a read at an index."""
+    return _subclass(type(node.op), LOOKUP_OPS)
+
+
 # --------------------------------------------------------------------------- #
 # Small predicates
 # --------------------------------------------------------------------------- #
 def is_zero(var: Variable) -> bool:
     """True when `var` is provably all zeros (`Second(x, 0)`, `Alloc(0, ...)`, a constant)."""
+    while True:
+        if isinstance(var, Constant):
+            return bool(np.all(np.asarray(var.data) == 0))
+        owner = var.owner
+        if owner is None:
+            return False
+        # The forms gradients and zeros_like build, checked without PyTensor's
+        # general (and much slower) constant folding.
+        op = owner.op
+        if isinstance(op, Elemwise) and isinstance(op.scalar_op, ps.Second):
+            var = owner.inputs[1]
+        elif isinstance(op, Alloc | DimShuffle):
+            var = owner.inputs[0]
+        else:
+            break
     value = get_underlying_scalar_constant_value(var, elemwise=False, raise_not_constant=False)
     return value is not var and bool(np.all(np.asarray(value) == 0))
 
@@ -115,8 +150,8 @@ def indices_provably_unique(index: Index, advanced: bool) -> bool:
 
 
 def is_scatter_into_zeros(node: Apply) -> bool:
-    """`zeros[idx].inc(v)` (or a set with provably unique indices): a gradient of a lookup."""
-    return _scatter_term(node) is not None and is_zero(node.inputs[0])
+    """`zeros[idx].inc(v)`: the gradient of a lookup."""
+    return is_inc(node) and _scatter_term(node) is not None and is_zero(node.inputs[0])
 
 
 def table_lookups(fgraph: FunctionGraph, table: Variable) -> list[Apply]:
@@ -131,26 +166,68 @@ def table_lookups(fgraph: FunctionGraph, table: Variable) -> list[Apply]:
 # --------------------------------------------------------------------------- #
 # Linear decomposition
 # --------------------------------------------------------------------------- #
+class Lazy:
+    """An expression to build only if needed: ``fn(*args)``, args built first.
+
+    The decomposition covers every variable of a graph, but the rewrite builds
+    only the roots it replaces and the lint builds nothing; building each
+    intermediate eagerly would create (and trace) thousands of unused nodes.
+    """
+
+    __slots__ = ("_built", "args", "fn")
+
+    def __init__(self, fn: Callable[..., Variable], args: tuple[Any, ...]) -> None:
+        self.fn = fn
+        self.args = args
+        self._built: Variable | None = None
+
+    def build(self) -> Variable:
+        if self._built is None:
+            self._built = self.fn(*(materialize(a) for a in self.args))
+        return self._built
+
+
+Expr = Variable | Lazy
+
+
+def materialize(x: Any) -> Any:
+    """Build `x` if it is a `Lazy` expression; anything else is returned as it is."""
+    return x.build() if isinstance(x, Lazy) else x
+
+
+def strip_casts(x: Expr) -> Expr:
+    """Look through pending casts: which variable a dense part is, up to dtype."""
+    while isinstance(x, Lazy) and x.fn is pt.cast:
+        x = x.args[0]
+    return x
+
+
 @dataclass(frozen=True)
 class Scatter:
     """One term ``zeros[index].inc(values)`` of a decomposition."""
 
-    index: Index
-    values: Variable
-    advanced: bool
-    # The increment node the term came from: its zero base gives the full shape,
-    # its stack trace the user's line.
+    values: Expr
+    # The increment node the term came from: its index, its zero base (the full
+    # shape) and its stack trace (the user's line).
     source: Apply
     # False for an increment made directly on a dense base (``W[idx].inc(v)``):
     # already a subset update, nothing to gain.
     into_zeros: bool = True
+
+    @property
+    def advanced(self) -> bool:
+        return isinstance(self.source.op, AdvancedIncSubtensor)
+
+    @cached_property
+    def index(self) -> Index:
+        return index_of(self.source)
 
 
 @dataclass(frozen=True)
 class Linear:
     """``dense + sum(terms)``; `dense` is None when there is no scatter-free part."""
 
-    dense: Variable | None
+    dense: Expr | None
     terms: tuple[Scatter, ...] = ()
 
     @property
@@ -171,6 +248,48 @@ class GraphIndex:
     nodes: list[Apply]
     clients: dict[Variable, list[tuple[Apply, int]]]
     outputs: list[Variable]
+    output_set: frozenset[Variable] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "output_set", frozenset(self.outputs))
+
+    @cached_property
+    def _by_op_type(self) -> dict[type, list[Apply]]:
+        groups: dict[type, list[Apply]] = {}
+        for node in self.nodes:
+            groups.setdefault(type(node.op), []).append(node)
+        return groups
+
+    @cached_property
+    def position(self) -> dict[Apply, int]:
+        return {node: k for k, node in enumerate(self.nodes)}
+
+    def nodes_of(self, *op_classes: type) -> list[Apply]:
+        """Nodes whose op is an instance of one of `op_classes`, in topological order."""
+        found = [
+            n
+            for t, group in self._by_op_type.items()
+            if _subclass(t, op_classes)
+            for n in group
+        ]
+        if len(found) > 1:
+            pos = self.position
+            found.sort(key=pos.__getitem__)
+        return found
+
+    @cached_property
+    def incs(self) -> list[Apply]:
+        return self.nodes_of(*INC_OPS)
+
+    @cached_property
+    def zero_based(self) -> frozenset[Apply]:
+        """Increments whose base is provably zero, found once per graph."""
+        return frozenset(n for n in self.incs if is_zero(n.inputs[0]))
+
+    @cached_property
+    def scatters(self) -> frozenset[Apply]:
+        """The scatters into zeros: gradients of lookups."""
+        return frozenset(n for n in self.zero_based if _scatter_term(n) is not None)
 
     @classmethod
     def from_fgraph(cls, fgraph: FunctionGraph) -> GraphIndex:
@@ -181,6 +300,8 @@ class GraphIndex:
         """Index the graph behind `outputs` in one iterative depth-first pass."""
         nodes: list[Apply] = []
         clients: dict[Variable, list[tuple[Apply, int]]] = {}
+        groups: dict[type, list[Apply]] = {}
+        position: dict[Apply, int] = {}
         seen: set[Apply] = set()
         for out in outputs:
             if out.owner is None or out.owner in seen:
@@ -196,10 +317,16 @@ class GraphIndex:
                         seen.add(parent)
                         stack.append((parent, 0))
                     continue
+                position[node] = len(nodes)
                 nodes.append(node)
+                groups.setdefault(type(node.op), []).append(node)
                 for j, inp in enumerate(node.inputs):
                     clients.setdefault(inp, []).append((node, j))
-        return cls(nodes, clients, list(outputs))
+        index = cls(nodes, clients, list(outputs))
+        # Filled in the same pass rather than by two more walks over every node.
+        index.__dict__["_by_op_type"] = groups
+        index.__dict__["position"] = position
+        return index
 
 
 @dataclass
@@ -222,7 +349,7 @@ class Decomposition:
             if not isinstance(c, Apply) or (c, i) not in self.absorbed
         ]
         uses = [(c if isinstance(c, Apply) and not _is_output_node(c) else None, i) for c, i in uses]
-        if var in index.outputs and not any(c is None for c, _ in uses):
+        if var in index.output_set and not any(c is None for c, _ in uses):
             uses.append((None, index.outputs.index(var)))
         return uses
 
@@ -267,33 +394,51 @@ def _is_output_node(node: Apply) -> bool:
 def decompose_graph(index: GraphIndex) -> Decomposition:
     """Decompose every variable of the graph in one topological pass."""
     dec = Decomposition()
-    for node in index.nodes:
-        result = _decompose_node(node, dec)
-        if result is not None:
-            lin, used = result
-            dec.linear[node.outputs[0]] = lin
-            dec.absorbed.update((node, i) for i in used)
+    zero_based = index.zero_based
+    position = index.position
+    # Only increments start a decomposition, and only their linear clients
+    # extend one: visit that region in topological order, not the whole graph.
+    pending = [(position[n], n) for n in index.incs]
+    heapq.heapify(pending)
+    visited: set[Apply] = set()
+    while pending:
+        _, node = heapq.heappop(pending)
+        if node in visited:
+            continue
+        visited.add(node)
+        result = _decompose_node(node, dec, node in zero_based)
+        if result is None:
+            continue
+        lin, used = result
+        out = node.outputs[0]
+        dec.linear[out] = lin
+        dec.absorbed.update((node, i) for i in used)
+        for client, _ in index.clients.get(out, []):
+            if isinstance(client, Apply) and client in position and client not in visited:
+                heapq.heappush(pending, (position[client], client))
     return dec
 
 
 def _scatter_term(node: Apply) -> Scatter | None:
-    op = node.op
-    if not isinstance(op, INC_OPS):
+    if not is_inc(node):
         return None
-    advanced = isinstance(op, AdvancedIncSubtensor)
-    index = index_of(node)
-    if advanced and op.ignore_duplicates and not indices_provably_unique(index, advanced):
+    op = node.op
+    if getattr(op, "ignore_duplicates", False) and not indices_provably_unique(
+        index_of(node), True
+    ):
         # Its meaning with repeats differs between backends; leave it opaque.
         return None
-    return Scatter(index=index, values=node.inputs[1], advanced=advanced, source=node)
+    return Scatter(node.inputs[1], node)
 
 
-def _decompose_node(node: Apply, dec: Decomposition) -> tuple[Linear, list[int]] | None:
+def _decompose_node(
+    node: Apply, dec: Decomposition, zero_base: bool
+) -> tuple[Linear, list[int]] | None:
     """The decomposition of ``node.outputs[0]`` and the inputs it folded in, or None."""
     op = node.op
     out = node.outputs[0]
 
-    if isinstance(op, INC_OPS):
+    if is_inc(node):
         term = _scatter_term(node)
         if term is None:
             return None
@@ -301,17 +446,19 @@ def _decompose_node(node: Apply, dec: Decomposition) -> tuple[Linear, list[int]]
         if op.set_instead_of_inc:
             # A set equals an increment only into zeros and only without repeats:
             # with repeated indices a set is last-write-wins.
-            if is_zero(base) and indices_provably_unique(term.index, term.advanced):
+            if zero_base and indices_provably_unique(term.index, term.advanced):
                 return Linear(None, (term,)), []
             return None
-        if is_zero(base):
+        if zero_base:
             return Linear(None, (term,)), []
         inner = dec.of(base)
         if inner.dense is not None:
-            term = Scatter(term.index, term.values, term.advanced, node, into_zeros=False)
+            term = Scatter(term.values, node, into_zeros=False)
         return Linear(inner.dense, (*inner.terms, term)), [0] if base in dec.linear else []
 
-    if not isinstance(op, Elemwise) or len(node.outputs) != 1:
+    if len(node.outputs) != 1 or not any(x in dec.linear for x in node.inputs):
+        return None
+    if not isinstance(op, Elemwise):
         return None
     sparse = [
         i
@@ -337,7 +484,7 @@ def _decompose_node(node: Apply, dec: Decomposition) -> tuple[Linear, list[int]]
         if b.dense is None:
             dense = a.dense
         else:
-            dense = pt.neg(b.dense) if a.dense is None else pt.sub(a.dense, b.dense)
+            dense = Lazy(pt.neg, (b.dense,)) if a.dense is None else Lazy(pt.sub, (a.dense, b.dense))
         terms = (*a.terms, *(_map(t, pt.neg) for t in b.terms))
         return Linear(dense, terms), sparse
 
@@ -348,50 +495,47 @@ def _decompose_node(node: Apply, dec: Decomposition) -> tuple[Linear, list[int]]
     if isinstance(scalar_op, ps.Cast):
         (a,) = parts
         dtype = scalar_op.o_type.dtype
-
-        def cast(v: Variable) -> Variable:
-            return pt.cast(v, dtype)
-
-        return Linear(_opt(cast, a.dense), tuple(_map(t, cast) for t in a.terms)), sparse
+        dense = None if a.dense is None else Lazy(pt.cast, (a.dense, dtype))
+        return Linear(dense, tuple(_map(t, pt.cast, dtype) for t in a.terms)), sparse
 
     if isinstance(scalar_op, ps.Mul) and len(sparse) == 1:
         (s,) = sparse
         factors = [x for i, x in enumerate(node.inputs) if i != s]
         a = parts[s]
-        dense = None if a.dense is None else pt.mul(a.dense, *factors)
+        dense = None if a.dense is None else Lazy(pt.mul, (a.dense, *factors))
         terms = tuple(_scale(t, factors, pt.mul) for t in a.terms)
         return Linear(dense, terms), sparse
 
     if isinstance(scalar_op, ps.TrueDiv) and sparse == [0]:
         a = parts[0]
         divisor = node.inputs[1]
-        dense = None if a.dense is None else pt.true_div(a.dense, divisor)
+        dense = None if a.dense is None else Lazy(pt.true_div, (a.dense, divisor))
         terms = tuple(_scale(t, [divisor], pt.true_div) for t in a.terms)
         return Linear(dense, terms), sparse
 
     return None
 
 
-def _opt(fn, var):  # type: ignore[no-untyped-def]
-    return None if var is None else fn(var)
+def _opt(fn: Callable[..., Variable], part: Expr | None) -> Expr | None:
+    return None if part is None else Lazy(fn, (part,))
 
 
-def _combine(fn, parts: Sequence[Variable | None]) -> Variable | None:  # type: ignore[no-untyped-def]
+def _combine(fn: Callable[..., Variable], parts: Sequence[Expr | None]) -> Expr | None:
     present = [p for p in parts if p is not None]
     if not present:
         return None
-    return present[0] if len(present) == 1 else fn(*present)
+    return present[0] if len(present) == 1 else Lazy(fn, tuple(present))
 
 
-def _map(term: Scatter, fn) -> Scatter:  # type: ignore[no-untyped-def]
-    return replace(term, values=fn(term.values))
+def _map(term: Scatter, fn: Callable[..., Variable], *extra: Any) -> Scatter:
+    return Scatter(Lazy(fn, (term.values, *extra)), term.source, term.into_zeros)
 
 
-def _scale(term: Scatter, factors: Iterable[Variable], fn) -> Scatter:  # type: ignore[no-untyped-def]
-    values = term.values
+def _scale(term: Scatter, factors: Iterable[Variable], fn: Callable[..., Variable]) -> Scatter:
+    values: Expr = term.values
     for factor in factors:
-        values = fn(values, gather(factor, term))
-    return replace(term, values=values)
+        values = Lazy(fn, (values, Lazy(gather, (factor, term))))
+    return Scatter(values, term.source, term.into_zeros)
 
 
 # --------------------------------------------------------------------------- #
@@ -465,13 +609,22 @@ def _gather_advanced(factor: Variable, index: Index, bcast: tuple[bool, ...]) ->
 def scatter_dependent(index: GraphIndex) -> set[Variable]:
     """Every variable with a scatter into zeros among its ancestors (or that is one)."""
     marked: set[Variable] = set()
-    for node in index.nodes:
-        if is_scatter_into_zeros(node) or any(i in marked for i in node.inputs):
-            marked.update(node.outputs)
+    stack = list(index.scatters)
+    seen = set(stack)
+    while stack:
+        node = stack.pop()
+        marked.update(node.outputs)
+        for out in node.outputs:
+            for client, _ in index.clients.get(out, []):
+                if isinstance(client, Apply) and client not in seen:
+                    seen.add(client)
+                    stack.append(client)
     return marked
 
 
-def scatters_behind(value: Variable, dependent: set[Variable]) -> list[Apply]:
+def scatters_behind(
+    value: Variable, dependent: set[Variable], scatters: frozenset[Apply]
+) -> list[Apply]:
     """The scatter-into-zeros nodes `value` reads, without walking past them."""
     found: list[Apply] = []
     stack, seen = [value], {value}
@@ -480,7 +633,7 @@ def scatters_behind(value: Variable, dependent: set[Variable]) -> list[Apply]:
         node = var.owner
         if node is None or var not in dependent:
             continue
-        if is_scatter_into_zeros(node):
+        if node in scatters:
             found.append(node)
             continue
         for i in node.inputs:
@@ -504,20 +657,86 @@ def strip_wrappers(var: Variable) -> Variable:
     return var
 
 
-def identity_at_zero(value: Variable, state: Variable, scatters: Iterable[Variable]) -> bool:
+def identity_at_zero(
+    value: Variable, state: Variable, scatters: Iterable[Variable], dependent: set[Variable]
+) -> bool:
     """Whether ``value`` simplifies to ``state`` when every scatter in `scatters` is zero.
 
     Decided from the algebra: substitute a broadcastable constant zero for each
     scatter and run PyTensor's canonicalize/stabilize/specialize rewrites. An
     adagrad accumulator ``acc + g**2`` becomes ``acc``; an RMSprop one
-    ``rho * acc + (1 - rho) * g**2`` stays ``rho * acc``.
+    ``rho * acc + (1 - rho) * g**2`` stays ``rho * acc``. Results are cached by
+    the algebra's structure, since one optimizer repeats it for every table.
+    `dependent` is `scatter_dependent` of the graph: where the algebra ends.
     """
     from pytensor.graph.replace import clone_replace
     from pytensor.graph.rewriting.utils import rewrite_graph
 
+    scatters = list(scatters)
+    key = _algebra_key(value, state, set(scatters), dependent)
+    cached = _IDENTITY_CACHE.get(key)
+    if cached is not None:
+        return cached
     zeros = {
         s: pt.constant(np.zeros((1,) * s.type.ndim, dtype=s.type.dtype)) for s in scatters
     }
     at_zero = clone_replace(value, replace=zeros, rebuild_strict=False)
     simplified = rewrite_graph(at_zero, include=("canonicalize", "stabilize", "specialize"))
-    return strip_wrappers(simplified) is state
+    result = strip_wrappers(simplified) is state
+    if len(_IDENTITY_CACHE) > 4096:
+        _IDENTITY_CACHE.clear()
+    _IDENTITY_CACHE[key] = result
+    return result
+
+
+_IDENTITY_CACHE: dict[Hashable, bool] = {}
+
+
+def _algebra_key(
+    value: Variable, state: Variable, scatters: set[Variable], dependent: set[Variable]
+) -> Hashable:
+    """A structural key for the expression from the scatters (and leaves) up to `value`.
+
+    Leaves are named by role: the state, a scatter, a constant by value, any
+    other variable by type and order of first appearance.
+    """
+    names: dict[Variable, Hashable] = {}
+    parts: list[Hashable] = []
+
+    def name(var: Variable) -> Hashable:
+        if var in names:
+            return names[var]
+        if var is state:
+            ref: Hashable = "state"
+        elif var in scatters:
+            ref = ("scatter", var.type)
+        elif isinstance(var, Constant):
+            data = np.asarray(var.data)
+            ref = ("const", data.dtype.str, data.shape, data.tobytes())
+        else:
+            ref = ("leaf", var.type, len(names))
+        names[var] = ref
+        return ref
+
+    # Post-order over the nodes between the leaves and `value`; nodes that do
+    # not reach a scatter are leaves too, so the walk stays within the algebra.
+    stack: list[tuple[Variable, bool]] = [(value, False)]
+    done: set[Variable] = set()
+    while stack:
+        var, expanded = stack.pop()
+        if var in done:
+            continue
+        node = var.owner
+        if node is None or var is state or var in scatters or var not in dependent:
+            name(var)
+            done.add(var)
+            continue
+        if not expanded:
+            stack.append((var, True))
+            stack.extend((i, False) for i in node.inputs if i not in done)
+            continue
+        ref = ("node", len(parts))
+        parts.append((node.op, node.outputs.index(var), tuple(name(i) for i in node.inputs)))
+        names[var] = ref
+        done.add(var)
+    return (tuple(parts), names.get(value))

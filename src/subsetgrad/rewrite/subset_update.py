@@ -10,7 +10,7 @@ from pytensor.graph.basic import Variable
 from pytensor.graph.fg import FunctionGraph
 from pytensor.graph.rewriting.basic import GraphRewriter, copy_stack_trace
 
-from subsetgrad.graph import GraphIndex, Linear, decompose_graph
+from subsetgrad.graph import GraphIndex, Linear, decompose_graph, materialize
 
 #: How often each part of the rewrite fired in this process; tests assert on it.
 counters: Counter[str] = Counter()
@@ -25,7 +25,7 @@ def build_subset_update(out: Variable, lin: Linear) -> Variable | None:
     """
     assert lin.dense is not None
     dtype = out.type.dtype
-    new = lin.dense
+    new: Variable = materialize(lin.dense)
     if new.type.dtype != dtype:
         new = pt.cast(new, dtype)
     if new.type.broadcastable != out.type.broadcastable:
@@ -35,7 +35,9 @@ def build_subset_update(out: Variable, lin: Linear) -> Variable | None:
         zeros = lin.terms[0].source.inputs[0]
         new = pt.alloc(new, *zeros.shape)
     for term in lin.terms:
-        values = term.values if term.values.type.dtype == dtype else pt.cast(term.values, dtype)
+        values = materialize(term.values)
+        if values.type.dtype != dtype:
+            values = pt.cast(values, dtype)
         # Never ignore_duplicates: repeated indices must accumulate, as the scatter did.
         new = pt.inc_subtensor(new[term.index], values)
     if out.type.is_super(new.type):

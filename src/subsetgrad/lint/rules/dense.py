@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pytensor.graph.basic import Apply, Variable
 from pytensor.tensor.elemwise import Elemwise
 
-from subsetgrad.graph import GraphIndex, Linear, is_scatter_into_zeros
+from subsetgrad.graph import GraphIndex, Linear, is_scatter_into_zeros, strip_casts
 from subsetgrad.lint.findings import Finding, Severity
 from subsetgrad.lint.program import Program, describe, megabytes, same_table, table_bytes
 from subsetgrad.lint.registry import Rule, rule
@@ -35,8 +35,15 @@ def _strip(var: Variable) -> Variable:
     return var
 
 
-def table_updates(program: Program) -> Iterator[tuple[Variable, Variable, Linear]]:
+def table_updates(program: Program) -> list[tuple[Variable, Variable, Linear]]:
     """``(table, new value, decomposition)`` for updates of the form table plus full scatters."""
+    cached = program.extra.get("table_updates")
+    if cached is None:
+        cached = program.extra["table_updates"] = list(_table_updates(program))
+    return cached  # type: ignore[no-any-return]
+
+
+def _table_updates(program: Program) -> Iterator[tuple[Variable, Variable, Linear]]:
     dec = program.decomposition
     for table, value in program.updates:
         lin = dec.of(value)
@@ -44,7 +51,8 @@ def table_updates(program: Program) -> Iterator[tuple[Variable, Variable, Linear
             continue
         # A dense part other than the table itself (weight decay, a tied
         # embedding's dense gradient) is a V x D pass anyway: really dense.
-        if not same_table(_strip(lin.dense), table):
+        dense = strip_casts(lin.dense)
+        if not isinstance(dense, Variable) or not same_table(_strip(dense), table):
             continue
         yield table, value, lin
 
@@ -79,7 +87,7 @@ def _feeds_only_updates(program: Program, node: Apply, ndim: int) -> bool:
         if not isinstance(n.op, Elemwise) or n.outputs[0].ndim != ndim:
             return False
         for out in n.outputs:
-            if out in program.index.outputs and out not in updated:
+            if out in program.index.output_set and out not in updated:
                 return False
             for client, _ in program.index.clients.get(out, []):
                 if client not in seen:
@@ -315,9 +323,7 @@ def scatter_in_scan(program: Program, r: Rule) -> Iterator[Finding]:
     """
     from pytensor.scan.op import Scan
 
-    for node in program.index.nodes:
-        if not isinstance(node.op, Scan):
-            continue
+    for node in program.index.nodes_of(Scan):
         reported: set[int] = set()
         for inner_node, outer in _scan_tables(node):
             key = id(outer) if outer is not None else id(inner_node)

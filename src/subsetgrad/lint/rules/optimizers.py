@@ -82,21 +82,25 @@ def optimizer_state_decay(program: Program, r: Rule) -> Iterator[Finding]:
     ```
     """
     dependent: set[Variable] | None = None
+    looked_up: set[int] = set()
     for state, value in program.updates:
         if not isinstance(state, SharedVariable):
             continue
         if dependent is None:
             dependent = scatter_dependent(program.index)
-        if value not in dependent:
+            tables = (_table_of(n.inputs[0]) for n in program.index.scatters)
+            looked_up = {id(getattr(t, "container", t)) for t in tables if t is not None}
+        # A table's own update is SG101's business; states are other variables.
+        if value not in dependent or id(getattr(state, "container", state)) in looked_up:
             continue
-        scatters = scatters_behind(value, dependent)
+        scatters = scatters_behind(value, dependent, program.index.scatters)
         tables = {_table_of(s.inputs[0]) for s in scatters}
         tables.discard(None)
         shape = shape_of(state)
         owners = [t for t in tables if t is not None and shape_of(t) == shape]
         if not owners or any(same_table(state, t) for t in owners):
             continue
-        if identity_at_zero(value, state, [s.outputs[0] for s in scatters]):
+        if identity_at_zero(value, state, [s.outputs[0] for s in scatters], dependent):
             continue
         table = owners[0]
         yield r.finding(

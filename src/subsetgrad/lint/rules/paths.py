@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from pytensor.compile.sharedvalue import SharedVariable
@@ -83,8 +83,8 @@ def duplicated_lookup(program: Program, r: Rule) -> Iterator[Finding]:
     ```
     """
     groups: dict[Hashable, list[Apply]] = {}
-    for node in program.index.nodes:
-        if isinstance(node.op, LOOKUP_OPS) and isinstance(node.inputs[0], SharedVariable):
+    for node in program.index.nodes_of(*LOOKUP_OPS):
+        if isinstance(node.inputs[0], SharedVariable):
             groups.setdefault(lookup_key(node), []).append(node)
     for nodes in groups.values():
         if len(nodes) < 2:
@@ -115,6 +115,12 @@ class GradCall:
     wrt: Variable
     location: Location | None
     _missed: list[Apply] | None = None
+
+    #: How many have been made in this process; none means no graph carries a tag.
+    made: ClassVar[int] = 0
+
+    def __post_init__(self) -> None:
+        GradCall.made += 1
 
     @property
     def table(self) -> Variable | None:
@@ -216,10 +222,12 @@ def dropped_gradient_path(program: Program, r: Rule) -> Iterator[Finding]:
     )
     ```
     """
+    if not GradCall.made:
+        return
     tagged: list[tuple[Variable, GradCall]] = []
     for node in program.index.nodes:
         for out in node.outputs:
-            call = getattr(out.tag, GRAD_TAG, None)
+            call = vars(out.tag).get(GRAD_TAG)
             if isinstance(call, GradCall) and call.table is not None:
                 tagged.append((out, call))
     if not tagged:
@@ -323,9 +331,9 @@ def set_with_duplicate_indices(program: Program, r: Rule) -> Iterator[Finding]:
     step = pytensor.function([idx], [], updates={W: pt.inc_subtensor(rows, -0.1 * g)})
     ```
     """
-    for node in program.index.nodes:
+    for node in program.index.nodes_of(AdvancedIncSubtensor):
         op: Any = node.op
-        if not isinstance(op, AdvancedIncSubtensor) or not op.set_instead_of_inc:
+        if not op.set_instead_of_inc:
             continue
         if indices_provably_unique(index_of(node), advanced=True):
             continue

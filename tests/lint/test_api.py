@@ -1,0 +1,112 @@
+"""The three ways into the engine, and what a finding carries."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+import pytest
+
+import subsetgrad
+from subsetgrad.lint import Finding, Severity
+
+
+def sgd_graph() -> tuple[object, object, object]:
+    W = pytensor.shared(np.ones((300, 4)), name="W")
+    idx = pt.lvector("idx")
+    cost = (W[idx] ** 2).sum()
+    g = pytensor.grad(cost, W)
+    return W, idx, (cost, W - 0.1 * g)
+
+
+def test_check_symbolic_graph_points_at_this_file() -> None:
+    W, _idx, (cost, new_W) = sgd_graph()
+    findings = subsetgrad.check(outputs=[cost], updates={W: new_W}, mode="NUMBA")
+    assert [f.code for f in findings] == ["SG101"]
+    (f,) = findings
+    assert f.location is not None and Path(f.location.path) == Path(__file__)
+    assert f.location.line == sgd_graph.__code__.co_firstlineno + 5  # the `W - 0.1 * g` line
+    assert f.name == "dense-table-gradient" and f.severity is Severity.WARNING
+    assert "`W` (300x4 float64)" in f.message and "38.4 kB" in f.message
+    assert "rewrite is off" in f.message
+    assert f.hint and "\n" not in f.message
+
+
+def test_mode_with_the_rewrite_makes_it_info() -> None:
+    W, _idx, (cost, new_W) = sgd_graph()
+    (f,) = subsetgrad.check([cost], {W: new_W}, mode=subsetgrad.mode("NUMBA"))
+    assert f.severity is Severity.INFO and "rewrite is active" in f.message
+
+
+def test_check_function_uses_the_graph_before_rewriting() -> None:
+    W, idx, (cost, new_W) = sgd_graph()
+    for mode, severity in [("FAST_COMPILE", Severity.WARNING),
+                           (subsetgrad.mode("FAST_COMPILE"), Severity.INFO)]:
+        f = pytensor.function([idx], cost, updates={W: new_W}, mode=mode)
+        (finding,) = subsetgrad.check_function(f)
+        assert finding.code == "SG101" and finding.severity is severity
+        assert finding.location is not None and Path(finding.location.path) == Path(__file__)
+
+
+def test_check_function_rejects_other_objects() -> None:
+    with pytest.raises(TypeError, match="compiled pytensor function"):
+        subsetgrad.check_function(lambda: None)
+
+
+def test_select_and_ignore() -> None:
+    W, _idx, (cost, new_W) = sgd_graph()
+    assert subsetgrad.check([cost], {W: new_W}, select=["SG2"]) == []
+    assert subsetgrad.check([cost], {W: new_W}, ignore=["SG101"]) == []
+    assert [f.code for f in subsetgrad.check([cost], {W: new_W}, select=["SG1"])] == ["SG101"]
+
+
+def test_findings_are_frozen_data() -> None:
+    W, _idx, (cost, new_W) = sgd_graph()
+    (f,) = subsetgrad.check([cost], {W: new_W})
+    assert isinstance(f, Finding)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        f.code = "SG999"  # type: ignore[misc]
+    as_dict = f.to_dict()
+    assert {"code", "name", "severity", "path", "line", "message", "hint"} <= set(as_dict)
+
+
+def test_record_sees_grad_imported_before_the_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A module that did ``from pytensor import grad`` before recording is still watched."""
+    user_module = types.ModuleType("user_model")
+    user_module.grad = pytensor.grad  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "user_model", user_module)
+
+    W = pytensor.shared(np.ones((50, 3)), name="W")
+    idx = pt.lvector("idx")
+    with subsetgrad.record() as rec:
+        rows = W[idx]
+        cost = (rows**2).sum() + (W**2).sum()
+        g = user_module.grad(cost, rows)
+        pytensor.function([idx], [], updates={W: pt.inc_subtensor(rows, -g)}, mode="FAST_COMPILE")
+    assert len(rec.grad_calls) == 1
+    assert "SG202" in {f.code for f in rec.findings()}
+    assert user_module.grad is pytensor.gradient.grad  # restored
+
+
+def test_record_restores_pytensor_state() -> None:
+    limit = pytensor.config.traceback__limit
+    original = pytensor.gradient.grad
+    with subsetgrad.record():
+        assert pytensor.gradient.grad is not original
+        assert pytensor.config.traceback__limit >= 32
+    assert pytensor.gradient.grad is original
+    assert pytensor.config.traceback__limit == limit
+
+
+def test_record_sees_every_compiled_function_once() -> None:
+    W, idx, (cost, new_W) = sgd_graph()
+    with subsetgrad.record() as rec:
+        pytensor.function([idx], cost, updates={W: new_W}, mode="FAST_COMPILE")
+        pytensor.function([idx], cost, mode="NUMBA")
+    assert rec.compiled == 2
+    assert [f.code for f in rec.findings()] == ["SG101"]
