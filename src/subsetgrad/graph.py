@@ -554,7 +554,12 @@ def gather(factor: Variable, term: Scatter) -> Variable:
     if all(bcast):
         return factor.dimshuffle()  # 0-d
 
-    index = _split_masks(term.index, bcast)
+    index = term.index
+    if any(is_bool_index(e) for e in index):
+        # Read the factor through the mask itself (no `nonzero`, which some
+        # backends lack), broadcast to the table's shape first.
+        zeros = term.source.inputs[0]
+        return pt.broadcast_to(factor, zeros.shape)[index]
     axis = 0
     basic: list[slice | int] = []
     needs_gather = False
@@ -578,18 +583,6 @@ def gather(factor: Variable, term: Scatter) -> Variable:
     adjacent = positions == list(range(positions[0], positions[-1] + 1))
     at = positions[0] if adjacent else 0
     return pt.expand_dims(sub, tuple(range(at, at + n_new))) if n_new else sub
-
-
-def _split_masks(index: Index, bcast: tuple[bool, ...]) -> Index:
-    """Replace boolean masks by their integer `nonzero()` arrays, one per axis."""
-    out: list[slice | Variable] = []
-    for entry in index:
-        if is_bool_index(entry):
-            assert isinstance(entry, Variable)
-            out.extend(entry.nonzero())
-        else:
-            out.append(entry)
-    return tuple(out)
 
 
 def _gather_advanced(factor: Variable, index: Index, bcast: tuple[bool, ...]) -> Variable:

@@ -86,7 +86,7 @@ def test_tied_embeddings_stay_exact() -> None:
     def build(W: Any, idx: Any) -> Any:
         h = pt.tanh(W[idx])
         logits = h @ W.T
-        cost = pt.sum(pt.special.logsumexp(logits, axis=1))
+        cost = pt.sum(pt.logsumexp(logits, axis=1))
         return [], [], W - 0.1 * pytensor.grad(cost, W)
 
     fires(build)
