@@ -33,3 +33,17 @@ def test_codes_and_names_are_stable_and_unique() -> None:
         "SG301": "optimizer-state-decay",
     }
     assert len({r.name for r in RULES.values()}) == len(RULES)
+
+
+def test_unused_suppression_docs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """SG901 is found by `subsetgrad check`'s suppression pass, not by a graph rule."""
+    from subsetgrad import cli
+
+    monkeypatch.chdir(tmp_path)
+    rule = RULES["SG901"]
+    for section, expected in [("Example", 1), ("Use instead", 0)]:
+        (tmp_path / "snippet.py").write_text(rule.snippet(section))
+        assert cli.main(["check", "snippet.py", "--format", "json"]) == expected
+        out = capsys.readouterr().out
+        assert ('"SG901"' in out) == bool(expected)

@@ -25,6 +25,11 @@ class Location:
     def __str__(self) -> str:
         return f"{self.path}:{self.line}:{self.col}"
 
+    @property
+    def short(self) -> str:
+        """``file.py:12``, for naming another line inside a message."""
+        return f"{self.path.replace(chr(92), '/').rsplit('/', 1)[-1]}:{self.line}"
+
 
 @dataclass(frozen=True)
 class Finding:

@@ -21,7 +21,7 @@ from subsetgrad.lint.engine import analyse_all
 from subsetgrad.lint.findings import Finding, Location
 from subsetgrad.lint.program import Program
 from subsetgrad.lint.rules.paths import GRAD_TAG, GradCall
-from subsetgrad.lint.source import is_user_file
+from subsetgrad.lint.source import absolute, is_user_file
 from subsetgrad.rewrite.subset_update import applied_to
 
 CAPTURE_NAME = "subsetgrad_capture"
@@ -81,7 +81,7 @@ def _install_capture() -> None:
 def _caller_location() -> Location | None:
     for frame in reversed(traceback.extract_stack()):
         if is_user_file(frame.filename):
-            return Location(frame.filename, frame.lineno or 0, 1)
+            return Location(absolute(frame.filename), frame.lineno or 0, 1)
     return None
 
 

@@ -39,6 +39,11 @@ def is_user_file(filename: str) -> bool:
     return not resolved.startswith(_LIBRARY_ROOTS)
 
 
+def absolute(filename: str) -> str:
+    """One spelling per file, so suppressions and findings meet."""
+    return filename if filename.startswith("<") else str(Path(filename).resolve())
+
+
 def _column(line_text: str | None) -> int:
     if not line_text:
         return 1
@@ -63,7 +68,7 @@ def location_of(var: Variable | Apply | None) -> Location | None:
             for frame in reversed(summary):
                 filename, lineno, _name, line_text = tuple(frame)[:4]
                 if is_user_file(filename):
-                    return Location(str(filename), int(lineno), _column(line_text))
+                    return Location(absolute(filename), int(lineno), _column(line_text))
     return None
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from subsetgrad.lint.findings import Finding, Location, Severity
 from subsetgrad.lint.registry import Rule, add
+from subsetgrad.lint.source import absolute
 
 PATTERN = re.compile(r"#\s*subsetgrad:\s*ignore(?:\[(?P<codes>[^\]]*)\])?", re.I)
 
@@ -81,7 +82,7 @@ def apply(
 ) -> list[Finding]:
     """Drop suppressed findings; add SG901 for suppressions (or codes) that matched none."""
     findings = list(findings)
-    paths = {f.location.path for f in findings if f.location} | set(files)
+    paths = {f.location.path for f in findings if f.location} | {absolute(p) for p in files}
     by_line: dict[tuple[str, int], Suppression] = {}
     for path in sorted(paths):
         for s in suppressions_in(path):

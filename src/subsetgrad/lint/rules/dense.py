@@ -101,7 +101,7 @@ def _use_text(use: tuple[Apply | None, int]) -> str:
     if node is None:
         return f"output {i} of the function"
     loc = location_of(node)
-    return f"`{op_name(node)}`" + (f" at {loc.path}:{loc.line}" if loc else "")
+    return f"`{op_name(node)}`" + (f" at {loc.short}" if loc else "")
 
 
 @rule(

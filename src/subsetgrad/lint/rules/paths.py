@@ -94,11 +94,12 @@ def duplicated_lookup(program: Program, r: Rule) -> Iterator[Finding]:
             (loc for loc in locations if loc is not None), key=lambda loc: (loc.path, loc.line)
         ) or [None]
         table = nodes[0].inputs[0]
-        where = ", ".join(f"{loc.path}:{loc.line}" for loc in [first, *others] if loc)
+        here = others[-1] if others else first
+        also = ", ".join(loc.short for loc in [first, *others] if loc and loc is not here)
         yield r.finding(
             f"{describe(table)} is looked up with the same indices in {len(nodes)} separately "
-            f"built expressions ({where}); a gradient with respect to one of them misses the "
-            "others.",
+            f"built expressions (here and at {also or 'the same line'}); a gradient with "
+            "respect to one of them misses the others.",
             others[-1] if others else first,
             related=[first, *others[:-1]] if others else [],
         )
@@ -250,7 +251,7 @@ def dropped_gradient_path(program: Program, r: Rule) -> Iterator[Finding]:
             yield r.finding(
                 f"the update of {describe(table)} uses `grad(cost, rows)` for one lookup of it, "
                 f"but the cost also reads the table through `{_describe_use(missed[0], table)}`"
-                + (f" at {where.path}:{where.line}" if where else "")
+                + (f" at {where.short}" if where else "")
                 + "; that path's gradient is dropped.",
                 location_of(value) or call.location,
                 related=[call.location, *(location_of(n) for n in missed)],
