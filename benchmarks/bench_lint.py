@@ -52,8 +52,13 @@ def measure(n_tables: int, repeats: int) -> dict[str, Any]:
         start = time.perf_counter()
         findings = len(subsetgrad.check(outputs, updates, mode="NUMBA"))
         times.append(time.perf_counter() - start)
-    return {"tables": n_tables, "nodes": nodes, "findings": findings,
-            "median_s": statistics.median(times), "min_s": min(times)}
+    return {
+        "tables": n_tables,
+        "nodes": nodes,
+        "findings": findings,
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,12 +69,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = [measure(int(t), args.repeats) for t in args.tables.split(",")]
     print(f"{'nodes':>8} {'tables':>7} {'findings':>9} {'median s':>9} {'us/node':>8}")
     for r in rows:
-        print(f"{r['nodes']:>8,} {r['tables']:>7} {r['findings']:>9} {r['median_s']:>9.3f} "
-              f"{1e6 * r['median_s'] / r['nodes']:>8.2f}")
+        print(
+            f"{r['nodes']:>8,} {r['tables']:>7} {r['findings']:>9} {r['median_s']:>9.3f} "
+            f"{1e6 * r['median_s'] / r['nodes']:>8.2f}"
+        )
     big = max(rows, key=lambda r: r["nodes"])
     verdict = "PASS" if big["median_s"] < TARGET_SECONDS_AT_100K else "FAIL"
-    print(f"{verdict}  {big['nodes']:,} nodes in {big['median_s']:.3f} s "
-          f"(target < {TARGET_SECONDS_AT_100K:g} s at 100k nodes)")
+    print(
+        f"{verdict}  {big['nodes']:,} nodes in {big['median_s']:.3f} s "
+        f"(target < {TARGET_SECONDS_AT_100K:g} s at 100k nodes)"
+    )
     for r in rows:
         print(json.dumps({"benchmark": NAME, "kind": "measurement", **r}))
     print(json.dumps({"benchmark": NAME, "kind": "machine", **machine()}))

@@ -122,3 +122,14 @@ UPDATES = [
     Update("W - lr*(g + wd*W)", lambda W, g: ([], W - 0.1 * (g + 0.01 * W)), [], True),
 ]
 UPDATE_IDS = [u.name for u in UPDATES]
+# Factors that vary along the table's axes (not a scalar learning rate).
+VARYING = {"W - col*g", "W - row*g"}
+
+
+def rewrite_applies(lookup: Lookup, update: Update) -> bool:
+    """Whether the rewrite is expected to fire on this pair.
+
+    A factor that varies along a boolean mask's axes is left alone: gathering
+    it would need ``nonzero`` (missing on PyTorch) or a V x D broadcast.
+    """
+    return not (lookup.name == "mask" and update.name in VARYING)

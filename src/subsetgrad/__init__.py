@@ -6,7 +6,7 @@ from subsetgrad.rewrite import TAG, counters, mode, rewrite_active
 
 __version__ = "0.1.0.dev0"
 
-from subsetgrad.lint import (  # noqa: E402  (the lint imports the rewrite's registry)
+from subsetgrad.lint import (
     RULES,
     Finding,
     Location,

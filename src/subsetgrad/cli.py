@@ -72,33 +72,49 @@ def _codes(text: str) -> list[str]:
 
 def _check_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "targets", nargs="*", metavar="TARGET",
+        "targets",
+        nargs="*",
+        metavar="TARGET",
         help="a Python file, or module:callable (a factory returning a compiled function, "
         "outputs or updates)",
     )
     parser.add_argument(
-        "-m", dest="modules", action="append", default=[], metavar="MODULE",
+        "-m",
+        dest="modules",
+        action="append",
+        default=[],
+        metavar="MODULE",
         help="run a module as a script (like python -m); may repeat",
     )
     parser.add_argument("--format", choices=FORMATS, default="text", help="output format")
     parser.add_argument(
-        "--select", type=_codes, default=None, metavar="CODES",
+        "--select",
+        type=_codes,
+        default=None,
+        metavar="CODES",
         help="comma-separated rule codes or prefixes to enable (replaces the config's)",
     )
     parser.add_argument(
-        "--ignore", type=_codes, default=None, metavar="CODES",
+        "--ignore",
+        type=_codes,
+        default=None,
+        metavar="CODES",
         help="comma-separated rule codes or prefixes to disable",
     )
     parser.add_argument(
         "--exit-zero", action="store_true", help="exit 0 even when there are findings"
     )
     parser.add_argument(
-        "--run", action="store_true",
+        "--run",
+        action="store_true",
         help="let the target run to completion (default: stop at the first call of a "
         "compiled function, once the graphs are built)",
     )
     parser.add_argument(
-        "--config", type=Path, default=None, metavar="PYPROJECT",
+        "--config",
+        type=Path,
+        default=None,
+        metavar="PYPROJECT",
         help="pyproject.toml to read [tool.subsetgrad] from (default: found from the first "
         "target's folder upward)",
     )
@@ -111,9 +127,8 @@ class UsageError(Exception):
 
 def check(args: argparse.Namespace) -> int:
     """Run the targets under the recorder and report the findings."""
-    from subsetgrad.lint import analyse_all
+    from subsetgrad.lint import analyse_all, emit, report, target
     from subsetgrad.lint import config as config_mod
-    from subsetgrad.lint import emit, report, target
 
     if not args.targets and not args.modules:
         raise UsageError("no target given (a file, -m MODULE, or module:callable)")
@@ -153,11 +168,21 @@ def rules(args: argparse.Namespace) -> int:
     from subsetgrad.lint.rules import dense  # noqa: F401  (registers every rule)
 
     if args.format == "json":
-        print(json.dumps([
-            {"code": r.code, "name": r.name, "severity": r.severity.value,
-             "summary": r.summary, "default": r.default_enabled}
-            for r in RULES.values()
-        ], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "code": r.code,
+                        "name": r.name,
+                        "severity": r.severity.value,
+                        "summary": r.summary,
+                        "default": r.default_enabled,
+                    }
+                    for r in RULES.values()
+                ],
+                indent=2,
+            )
+        )
         return 0
     for code in sorted(RULES):
         r = RULES[code]

@@ -14,11 +14,10 @@ decomposition to say which updates are dense and why.
 from __future__ import annotations
 
 import heapq
-
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
-from functools import cached_property, lru_cache
-from typing import Any
+from dataclasses import dataclass, field
+from functools import cache, cached_property
+from typing import Any, TypeAlias
 
 import numpy as np
 import pytensor.scalar as ps
@@ -41,20 +40,22 @@ INC_OPS = (IncSubtensor, AdvancedIncSubtensor)
 LOOKUP_OPS = (Subtensor, AdvancedSubtensor)
 
 
-@lru_cache(maxsize=None)
-def _subclass(op_type: type, classes: tuple[type, ...]) -> bool:
+@cache
+def _subclass(op_type: Any, classes: tuple[type, ...]) -> bool:
     # Op classes use ABCMeta, whose isinstance is slow on graphs of 100k nodes.
     return issubclass(op_type, classes)
 
 
 def is_inc(node: Apply) -> bool:
     """An (Advanced)IncSubtensor: a write of values at an index."""
-    return _subclass(type(node.op), INC_OPS)
+    op_type: Any = type(node.op)
+    return _subclass(op_type, INC_OPS)
 
 
 def is_lookup(node: Apply) -> bool:
     """An (Advanced)Subtensor: a read at an index."""
-    return _subclass(type(node.op), LOOKUP_OPS)
+    op_type: Any = type(node.op)
+    return _subclass(op_type, LOOKUP_OPS)
 
 
 # --------------------------------------------------------------------------- #
@@ -89,9 +90,10 @@ def index_of(node: Apply) -> Index:
     """The index tuple a (Inc)Subtensor node was built with, padded with full slices."""
     op = node.op
     first = 2 if isinstance(op, INC_OPS) else 1
-    index = tuple(indices_from_subtensor(node.inputs[first:], op.idx_list))
+    index: Index = tuple(indices_from_subtensor(node.inputs[first:], op.idx_list))
     covered = sum(axes_covered(e) for e in index)
-    return index + (slice(None),) * (node.inputs[0].type.ndim - covered)
+    padding: Index = (slice(None),) * int(node.inputs[0].type.ndim - covered)
+    return index + padding
 
 
 def axes_covered(entry: slice | Variable) -> int:
@@ -159,7 +161,9 @@ def table_lookups(fgraph: FunctionGraph, table: Variable) -> list[Apply]:
     return [
         client
         for client, _ in fgraph.clients.get(table, [])
-        if isinstance(client, Apply) and isinstance(client.op, LOOKUP_OPS) and client.inputs[0] is table
+        if isinstance(client, Apply)
+        and isinstance(client.op, LOOKUP_OPS)
+        and client.inputs[0] is table
     ]
 
 
@@ -187,7 +191,7 @@ class Lazy:
         return self._built
 
 
-Expr = Variable | Lazy
+Expr: TypeAlias = "Variable | Lazy"
 
 
 def materialize(x: Any) -> Any:
@@ -267,10 +271,7 @@ class GraphIndex:
     def nodes_of(self, *op_classes: type) -> list[Apply]:
         """Nodes whose op is an instance of one of `op_classes`, in topological order."""
         found = [
-            n
-            for t, group in self._by_op_type.items()
-            if _subclass(t, op_classes)
-            for n in group
+            n for t, group in self._by_op_type.items() if _subclass(t, op_classes) for n in group
         ]
         if len(found) > 1:
             pos = self.position
@@ -348,7 +349,9 @@ class Decomposition:
             for c, i in index.clients.get(var, [])
             if not isinstance(c, Apply) or (c, i) not in self.absorbed
         ]
-        uses = [(c if isinstance(c, Apply) and not _is_output_node(c) else None, i) for c, i in uses]
+        uses = [
+            (c if isinstance(c, Apply) and not _is_output_node(c) else None, i) for c, i in uses
+        ]
         if var in index.output_set and not any(c is None for c, _ in uses):
             uses.append((None, index.outputs.index(var)))
         return uses
@@ -484,7 +487,9 @@ def _decompose_node(
         if b.dense is None:
             dense = a.dense
         else:
-            dense = Lazy(pt.neg, (b.dense,)) if a.dense is None else Lazy(pt.sub, (a.dense, b.dense))
+            dense = (
+                Lazy(pt.neg, (b.dense,)) if a.dense is None else Lazy(pt.sub, (a.dense, b.dense))
+            )
         terms = (*a.terms, *(_map(t, pt.neg) for t in b.terms))
         return Linear(dense, terms), sparse
 
@@ -502,6 +507,8 @@ def _decompose_node(
         (s,) = sparse
         factors = [x for i, x in enumerate(node.inputs) if i != s]
         a = parts[s]
+        if not all(_gatherable(f, t) for f in factors for t in a.terms):
+            return None
         dense = None if a.dense is None else Lazy(pt.mul, (a.dense, *factors))
         terms = tuple(_scale(t, factors, pt.mul) for t in a.terms)
         return Linear(dense, terms), sparse
@@ -509,11 +516,24 @@ def _decompose_node(
     if isinstance(scalar_op, ps.TrueDiv) and sparse == [0]:
         a = parts[0]
         divisor = node.inputs[1]
+        if not all(_gatherable(divisor, t) for t in a.terms):
+            return None
         dense = None if a.dense is None else Lazy(pt.true_div, (a.dense, divisor))
         terms = tuple(_scale(t, [divisor], pt.true_div) for t in a.terms)
         return Linear(dense, terms), sparse
 
     return None
+
+
+def _gatherable(factor: Variable, term: Scatter) -> bool:
+    """Whether `gather` can read `factor` at the term's positions without V x D work.
+
+    A factor that varies along the axes of a boolean mask would need the mask's
+    `nonzero` (which PyTensor's PyTorch backend lacks) or a full broadcast.
+    """
+    if all(factor.type.broadcastable):
+        return True
+    return not any(is_bool_index(e) for e in term.index)
 
 
 def _opt(fn: Callable[..., Variable], part: Expr | None) -> Expr | None:
@@ -555,21 +575,14 @@ def gather(factor: Variable, term: Scatter) -> Variable:
         return factor.dimshuffle()  # 0-d
 
     index = term.index
-    if any(is_bool_index(e) for e in index):
-        # Read the factor through the mask itself (no `nonzero`, which some
-        # backends lack), broadcast to the table's shape first.
-        zeros = term.source.inputs[0]
-        return pt.broadcast_to(factor, zeros.shape)[index]
-    axis = 0
     basic: list[slice | int] = []
     needs_gather = False
-    for entry in index:
+    for axis, entry in enumerate(index):
         if isinstance(entry, slice):
             basic.append(slice(None) if bcast[axis] else entry)
         else:
             basic.append(0)
             needs_gather |= not bcast[axis]
-        axis += 1
     if needs_gather:
         return _gather_advanced(factor, index, bcast)
 
@@ -670,9 +683,7 @@ def identity_at_zero(
     cached = _IDENTITY_CACHE.get(key)
     if cached is not None:
         return cached
-    zeros = {
-        s: pt.constant(np.zeros((1,) * s.type.ndim, dtype=s.type.dtype)) for s in scatters
-    }
+    zeros = {s: pt.constant(np.zeros((1,) * s.type.ndim, dtype=s.type.dtype)) for s in scatters}
     at_zero = clone_replace(value, replace=zeros, rebuild_strict=False)
     simplified = rewrite_graph(at_zero, include=("canonicalize", "stabilize", "specialize"))
     result = strip_wrappers(simplified) is state

@@ -45,8 +45,10 @@ def test_mode_with_the_rewrite_makes_it_info() -> None:
 
 def test_check_function_uses_the_graph_before_rewriting() -> None:
     W, idx, (cost, new_W) = sgd_graph()
-    for mode, severity in [("FAST_COMPILE", Severity.WARNING),
-                           (subsetgrad.mode("FAST_COMPILE"), Severity.INFO)]:
+    for mode, severity in [
+        ("FAST_COMPILE", Severity.WARNING),
+        (subsetgrad.mode("FAST_COMPILE"), Severity.INFO),
+    ]:
         f = pytensor.function([idx], cost, updates={W: new_W}, mode=mode)
         (finding,) = subsetgrad.check_function(f)
         assert finding.code == "SG101" and finding.severity is severity

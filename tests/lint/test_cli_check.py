@@ -182,12 +182,12 @@ def test_config_select_ignore_and_per_file(
     (sub / "train.py").write_text(TRAIN)
     write_config(project, 'ignore = ["SG201"]\n')
     code, out, _ = run(capsys, "scripts/train.py", "--format", "json")
-    assert {f["code"] for f in json.loads(out)} == {"SG101"}
+    assert {f["code"] for f in json.loads(out)} == {"SG101"} and code == 1
     write_config(project, '[tool.subsetgrad.per-file-ignores]\n"scripts/*.py" = ["SG1"]\n')
     code, out, _ = run(capsys, "scripts/train.py", "--format", "json")
-    assert {f["code"] for f in json.loads(out)} == {"SG201"}
+    assert {f["code"] for f in json.loads(out)} == {"SG201"} and code == 1
     write_config(project, 'select = ["SG201"]\n')
-    code, out, _ = run(capsys, "scripts/train.py", "--select", "SG101", "--format", "json")
+    _, out, _ = run(capsys, "scripts/train.py", "--select", "SG101", "--format", "json")
     assert {f["code"] for f in json.loads(out)} == {"SG101"}  # the command line wins
 
 
@@ -224,7 +224,7 @@ def test_inline_suppression_and_unused_ones(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     source = TRAIN.replace(
-        '(W[idx] * 2).sum()', '(W[idx] * 2).sum()  # subsetgrad: ignore[SG201]'
+        "(W[idx] * 2).sum()", "(W[idx] * 2).sum()  # subsetgrad: ignore[SG201]"
     ).replace('idx = pt.lvector("idx")', 'idx = pt.lvector("idx")  # subsetgrad: ignore[SG101]')
     (project / "train.py").write_text(source)
     code, out, _ = run(capsys, "train.py", "--format", "json")

@@ -23,7 +23,9 @@ def test_flagged_at_the_marked_lines(path: Path) -> None:
     marks = expected(path)
     assert marks, "a fixture without expectations tests nothing"
     findings = run_recorded(path)
-    got = {(f.code, f.location.line) for f in findings if f.location and f.location.path == str(path)}
+    got = {
+        (f.code, f.location.line) for f in findings if f.location and f.location.path == str(path)
+    }
     assert got == marks, "\n".join(f"{f.location}: {f.code} {f.message}" for f in findings)
     assert all(f.location is not None for f in findings)
 

@@ -35,8 +35,9 @@ def test_codes_and_names_are_stable_and_unique() -> None:
     assert len({r.name for r in RULES.values()}) == len(RULES)
 
 
-def test_unused_suppression_docs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_unused_suppression_docs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """SG901 is found by `subsetgrad check`'s suppression pass, not by a graph rule."""
     from subsetgrad import cli
 

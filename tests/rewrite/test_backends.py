@@ -18,10 +18,9 @@ Backend limitations (the dense graph fails the same way on that backend, which
   to a slice ("IncSubtensor with potential duplicates indexes and slice
   indexing not implemented in PyTorch"); the dense gradient needs the same op.
 
-``W[mask]`` with a per-column or per-row scale on PyTorch once failed in the
-rewritten graph only (the factor was gathered through ``mask.nonzero()``, which
-PyTensor cannot run on PyTorch); the factor is now read through the mask
-itself, and those cases are tested like the others.
+``W[mask]`` with a per-column or per-row scale is left unrewritten on every
+backend (`tests.cases.rewrite_applies`): gathering the factor at the mask would
+need ``nonzero``, which PyTensor cannot run on PyTorch, or a V x D broadcast.
 
 What each backend still copies, measured with PyTensor 3.3.7, jax 0.12.0.1 and
 torch 2.15.0 (CPU) on 2 cores shared with another job (so the times are
@@ -64,7 +63,7 @@ from pytensor.tensor.subtensor import AdvancedIncSubtensor
 
 import subsetgrad
 from subsetgrad.graph import is_scatter_into_zeros
-from tests.cases import LOOKUPS, TABLE, UPDATES, Lookup, Update, cost_of
+from tests.cases import LOOKUPS, TABLE, UPDATES, Lookup, Update, cost_of, rewrite_applies
 
 pytestmark = pytest.mark.backends
 
@@ -159,8 +158,10 @@ def test_rewritten_steps_match_reference(backend: str, lookup: Lookup, update: U
     need(backend)
     subsetgrad.counters.clear()
     got, f = train(lookup, update, subsetgrad.mode(backend))
-    assert subsetgrad.counters["subset_update"] == 1
-    assert_increments(f)
+    applies = rewrite_applies(lookup, update)
+    assert subsetgrad.counters["subset_update"] == int(applies)
+    if applies:
+        assert_increments(f)
     want, _ = train(lookup, update, REFERENCE)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
     assert not np.allclose(got, TABLE), "the steps changed nothing: the test would not see a bug"

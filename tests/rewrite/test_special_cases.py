@@ -1,4 +1,4 @@
-"""Cases beyond the basic grid: tables used twice, mixed dtypes, and where the rewrite must not fire."""
+"""Beyond the basic grid: tables used twice, mixed dtypes, and where the rewrite must not fire."""
 
 from __future__ import annotations
 

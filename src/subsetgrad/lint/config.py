@@ -82,7 +82,9 @@ def load(path: Path) -> Config:
     return Config(select, ignore, per_file_ignores, path.parent, path)
 
 
-def _codes(table: dict[str, object], key: str, path: Path, label: str | None = None) -> tuple[str, ...]:
+def _codes(
+    table: dict[str, object], key: str, path: Path, label: str | None = None
+) -> tuple[str, ...]:
     value = table[key]
     label = label or key
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):

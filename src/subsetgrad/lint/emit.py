@@ -55,7 +55,7 @@ def as_json(findings: Sequence[Finding]) -> str:
         if f.location:
             d["path"] = display_path(f.location.path)
         d["related"] = [
-            {**r, "path": display_path(str(r["path"]))}  # type: ignore[dict-item]
+            {**r, "path": display_path(str(r["path"]))}
             for r in d["related"]  # type: ignore[attr-defined]
         ]
         records.append(d)
@@ -141,7 +141,7 @@ def github(findings: Sequence[Finding]) -> str:
                 f"col={f.location.col}",
                 *props,
             ]
-        lines.append(f"::{kind} {','.join(props)}::{_escape(f"{f.message}\n{f.hint}")}")
+        lines.append(f"::{kind} {','.join(props)}::{_escape(f'{f.message}\n{f.hint}')}")
     return "\n".join(lines) + ("\n" if lines else "")
 
 

@@ -99,7 +99,7 @@ def table_bytes(var: Variable) -> int | None:
     shape = shape_of(var)
     if shape is None:
         return None
-    return int(np.prod(shape)) * np.dtype(var.type.dtype).itemsize
+    return int(np.prod(shape)) * int(np.dtype(var.type.dtype).itemsize)
 
 
 def megabytes(n: int | None) -> str:

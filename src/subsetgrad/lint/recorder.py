@@ -73,8 +73,13 @@ def _install_capture() -> None:
     if CAPTURE_NAME not in optdb.__position__:
         # Tags that every predefined mode's query includes; a no-op outside `record()`.
         optdb.register(
-            CAPTURE_NAME, _Capture(), "fast_run", "fast_compile", "minimum_compile",
-            position=-2, use_db_name_as_tag=False,
+            CAPTURE_NAME,
+            _Capture(),
+            "fast_run",
+            "fast_compile",
+            "minimum_compile",
+            position=-2,
+            use_db_name_as_tag=False,
         )
 
 
@@ -125,9 +130,9 @@ def record() -> Iterator[Recording]:
         for module in list(sys.modules.values()):
             try:
                 if getattr(module, "grad", None) is original:
-                    setattr(module, "grad", wrapper)
+                    setattr(module, "grad", wrapper)  # noqa: B010
                     patched.append((module, "grad"))
-            except Exception:  # noqa: BLE001 - exotic modules with odd __getattr__
+            except Exception:
                 continue
     old_limit = pytensor.config.traceback__limit
     pytensor.config.traceback__limit = max(old_limit, TRACE_LIMIT)

@@ -75,8 +75,16 @@ def rule(
 
     def register(check: Check) -> Check:
         add(
-            Rule(code, name, summary, hint, severity, _dedent(check.__doc__ or ""), check,
-                 default_enabled)
+            Rule(
+                code,
+                name,
+                summary,
+                hint,
+                severity,
+                _dedent(check.__doc__ or ""),
+                check,
+                default_enabled,
+            )
         )
         return check
 

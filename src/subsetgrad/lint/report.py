@@ -14,8 +14,10 @@ def effective_selection(
     config: Config, select: Sequence[str] | None, ignore: Sequence[str] | None
 ) -> tuple[list[str] | None, list[str]]:
     """Command-line `select` replaces the config's; `ignore` lists add up."""
-    chosen = list(select) if select is not None else (
-        list(config.select) if config.select is not None else None
+    chosen = (
+        list(select)
+        if select is not None
+        else (list(config.select) if config.select is not None else None)
     )
     return chosen, [*config.ignore, *(ignore or [])]
 

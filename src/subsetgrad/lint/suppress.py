@@ -91,9 +91,9 @@ def apply(
     kept: list[Finding] = []
     for f in findings:
         loc = f.location
-        s = by_line.get((loc.path, loc.line)) if loc else None
-        if s is not None and (not s.codes or any(f.code.startswith(c) for c in s.codes)):
-            used.setdefault((s.path, s.line), set()).add(f.code)
+        hit = by_line.get((loc.path, loc.line)) if loc else None
+        if hit is not None and (not hit.codes or any(f.code.startswith(c) for c in hit.codes)):
+            used.setdefault((hit.path, hit.line), set()).add(f.code)
             continue
         kept.append(f)
     if report_unused:
@@ -101,7 +101,9 @@ def apply(
             hits = used.get(key, set())
             stale = [c for c in s.codes if not any(h.startswith(c) for h in hits)]
             if (not s.codes and not hits) or stale:
-                what = "it suppresses nothing" if not hits else f"{', '.join(stale)} matched nothing"
+                what = (
+                    "it suppresses nothing" if not hits else f"{', '.join(stale)} matched nothing"
+                )
                 kept.append(
                     UNUSED.finding(
                         f"unused suppression: {what} on this line.",
@@ -109,5 +111,3 @@ def apply(
                     )
                 )
     return sorted(kept, key=Finding.sort_key)
-
-

@@ -29,7 +29,7 @@ class TargetError(Exception):
     """The target could not be checked; the message is one line naming the problem."""
 
 
-class _StopRun(BaseException):  # noqa: N818 - BaseException so `except Exception` can't eat it
+class _StopRun(BaseException):
     """Raised by the first compiled-function call: the graphs are built, stop here."""
 
 
@@ -195,11 +195,11 @@ def _stop_at_first_call(*, enabled: bool) -> Iterator[list[bool]]:
         stopped[0] = True
         raise _StopRun
 
-    Function.__call__ = stop  # type: ignore[method-assign]
+    Function.__call__ = stop
     try:
         yield stopped
     finally:
-        Function.__call__ = original  # type: ignore[method-assign]
+        Function.__call__ = original
 
 
 def _program_from(result: Any) -> Program | None:

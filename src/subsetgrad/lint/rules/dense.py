@@ -40,7 +40,7 @@ def table_updates(program: Program) -> list[tuple[Variable, Variable, Linear]]:
     cached = program.extra.get("table_updates")
     if cached is None:
         cached = program.extra["table_updates"] = list(_table_updates(program))
-    return cached  # type: ignore[no-any-return]
+    return cached
 
 
 def _table_updates(program: Program) -> Iterator[tuple[Variable, Variable, Linear]]:
@@ -57,9 +57,7 @@ def _table_updates(program: Program) -> Iterator[tuple[Variable, Variable, Linea
         yield table, value, lin
 
 
-def dense_uses(
-    program: Program, value: Variable
-) -> tuple[list[tuple[Apply | None, int]], bool]:
+def dense_uses(program: Program, value: Variable) -> tuple[list[tuple[Apply | None, int]], bool]:
     """Uses of the full-table gradient behind `value` other than the update itself.
 
     Returns the extra uses (a norm, an output), and whether the gradient also

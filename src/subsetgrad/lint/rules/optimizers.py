@@ -88,8 +88,8 @@ def optimizer_state_decay(program: Program, r: Rule) -> Iterator[Finding]:
             continue
         if dependent is None:
             dependent = scatter_dependent(program.index)
-            tables = (_table_of(n.inputs[0]) for n in program.index.scatters)
-            looked_up = {id(getattr(t, "container", t)) for t in tables if t is not None}
+            sized = (_table_of(n.inputs[0]) for n in program.index.scatters)
+            looked_up = {id(getattr(t, "container", t)) for t in sized if t is not None}
         # A table's own update is SG101's business; states are other variables.
         if value not in dependent or id(getattr(state, "container", state)) in looked_up:
             continue

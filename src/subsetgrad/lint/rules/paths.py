@@ -11,7 +11,7 @@ from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Apply, Constant, Variable
 from pytensor.tensor.subtensor import AdvancedIncSubtensor
 
-from subsetgrad.graph import LOOKUP_OPS, index_of, indices_provably_unique
+from subsetgrad.graph import LOOKUP_OPS, index_of, indices_provably_unique, is_lookup
 from subsetgrad.lint.findings import Finding, Location
 from subsetgrad.lint.program import Program, describe, same_table
 from subsetgrad.lint.registry import Rule, rule
@@ -89,10 +89,13 @@ def duplicated_lookup(program: Program, r: Rule) -> Iterator[Finding]:
     for nodes in groups.values():
         if len(nodes) < 2:
             continue
-        locations = [location_of(n) for n in nodes]
-        first, *others = sorted(
-            (loc for loc in locations if loc is not None), key=lambda loc: (loc.path, loc.line)
-        ) or [None]
+        located = sorted(
+            (loc for loc in map(location_of, nodes) if loc is not None),
+            key=lambda loc: (loc.path, loc.line),
+        )
+        if not located:
+            continue
+        first, *others = located
         table = nodes[0].inputs[0]
         here = others[-1] if others else first
         also = ", ".join(loc.short for loc in [first, *others] if loc and loc is not here)
@@ -236,7 +239,7 @@ def dropped_gradient_path(program: Program, r: Rule) -> Iterator[Finding]:
     cache: dict[Variable, bool] = {}
     reported: set[tuple[int, int]] = set()
     for table, value in program.updates:
-        grads = {g for g, call in tagged if same_table(call.table, table)}  # type: ignore[arg-type]
+        grads = {g for g, call in tagged if same_table(call.table, table)}
         if not grads or not _depends_on(value, grads, cache):
             continue
         for g, call in tagged:
@@ -278,9 +281,12 @@ def _reads_old_rows(value: Variable, base: Variable, key: Hashable) -> bool:
         node = var.owner
         if node is None:
             continue
-        if isinstance(node.op, LOOKUP_OPS) and same_table(node.inputs[0], base):
-            if tuple(_input_key(v) for v in node.inputs[1:]) == key:
-                return True
+        if (
+            is_lookup(node)
+            and same_table(node.inputs[0], base)
+            and tuple(_input_key(v) for v in node.inputs[1:]) == key
+        ):
+            return True
         for i in node.inputs:
             if i not in seen:
                 seen.add(i)
