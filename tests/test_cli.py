@@ -60,7 +60,7 @@ def test_demo_runs(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_demo_is_dispatched_with_defaults() -> None:
     args = cli.build_parser().parse_args(["demo"])
-    assert args.run is cli.demo
+    assert args.handler is cli.demo
     assert (args.steps, args.batch, args.mode, args.seed) == (300, 256, "NUMBA", 0)
 
 

@@ -17,7 +17,7 @@ import heapq
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property
-from typing import Any, TypeAlias
+from typing import Any
 
 import numpy as np
 import pytensor.scalar as ps
@@ -191,7 +191,7 @@ class Lazy:
         return self._built
 
 
-Expr: TypeAlias = "Variable | Lazy"
+type Expr = Variable | Lazy
 
 
 def materialize(x: Any) -> Any:

@@ -112,3 +112,17 @@ def test_record_sees_every_compiled_function_once() -> None:
         pytensor.function([idx], cost, mode="NUMBA")
     assert rec.compiled == 2
     assert [f.code for f in rec.findings()] == ["SG101"]
+
+
+def test_rewrite_status_survives_the_function_being_collected() -> None:
+    """Whether the rewrite ran is settled when the compile ends, not when findings are read."""
+    import gc
+
+    def compile_and_drop() -> None:
+        W, idx, (cost, new_W) = sgd_graph()
+        pytensor.function([idx], cost, updates={W: new_W}, mode=subsetgrad.mode("FAST_COMPILE"))
+
+    with subsetgrad.record() as rec:
+        compile_and_drop()
+    gc.collect()
+    assert [(f.code, f.severity) for f in rec.findings()] == [("SG101", Severity.INFO)]

@@ -25,6 +25,7 @@ from subsetgrad.lint.source import absolute, is_user_file
 from subsetgrad.rewrite.subset_update import applied_to
 
 CAPTURE_NAME = "subsetgrad_capture"
+SETTLE_NAME = "subsetgrad_capture_settle"
 # Deep enough that the user's frame survives PyTensor's own frames inside `grad`.
 TRACE_LIMIT = 48
 
@@ -54,6 +55,10 @@ class Recording:
         return analyse_all(self.programs, select=select, ignore=ignore)
 
 
+# Live graph -> the program captured from it, until the same compile settles it.
+_pending: weakref.WeakKeyDictionary[FunctionGraph, Program] = weakref.WeakKeyDictionary()
+
+
 class _Capture(GraphRewriter):  # type: ignore[misc]
     """Registered first in optdb: keeps a copy of each graph before it is rewritten."""
 
@@ -64,23 +69,30 @@ class _Capture(GraphRewriter):  # type: ignore[misc]
         snapshot = fgraph.clone()
         snapshot.update_mapping = dict(mapping)
         program = Program.from_fgraph(snapshot)
+        _pending[fgraph] = program
         for rec in _active:
             rec._captured.append((program, weakref.ref(fgraph)))
             rec.compiled += 1
 
 
+class _Settle(GraphRewriter):  # type: ignore[misc]
+    """Registered last: the rewrites have run, so record whether ours was among them."""
+
+    def apply(self, fgraph: FunctionGraph) -> None:
+        program = _pending.pop(fgraph, None)
+        if program is not None:
+            program.rewrite_active = fgraph in applied_to
+
+
 def _install_capture() -> None:
-    if CAPTURE_NAME not in optdb.__position__:
-        # Tags that every predefined mode's query includes; a no-op outside `record()`.
-        optdb.register(
-            CAPTURE_NAME,
-            _Capture(),
-            "fast_run",
-            "fast_compile",
-            "minimum_compile",
-            position=-2,
-            use_db_name_as_tag=False,
-        )
+    # Tags that every predefined mode's query includes; no-ops outside `record()`.
+    tags = ("fast_run", "fast_compile", "minimum_compile")
+    for name, rewriter, position in [
+        (CAPTURE_NAME, _Capture(), -2),
+        (SETTLE_NAME, _Settle(), 1000),
+    ]:
+        if name not in optdb.__position__:
+            optdb.register(name, rewriter, *tags, position=position, use_db_name_as_tag=False)
 
 
 def _caller_location() -> Location | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import linecache
 import os
 import sysconfig
 from collections.abc import Iterable
@@ -41,13 +42,19 @@ def is_user_file(filename: str) -> bool:
 
 def absolute(filename: str) -> str:
     """One spelling per file, so suppressions and findings meet."""
-    return filename if filename.startswith("<") else str(Path(filename).resolve())
+    return filename if filename.startswith("<") else _resolve(os.getcwd(), filename)
 
 
-def _column(line_text: str | None) -> int:
-    if not line_text:
-        return 1
-    return len(line_text) - len(line_text.lstrip()) + 1
+@lru_cache(maxsize=4096)
+def _resolve(cwd: str, filename: str) -> str:
+    # Keyed on the working directory too: a relative trace path depends on it.
+    return str(Path(cwd, filename).resolve())
+
+
+def _column(filename: str, lineno: int) -> int:
+    """1-based column of the line's first character (traces keep the line stripped)."""
+    text = linecache.getline(filename, lineno)
+    return len(text) - len(text.lstrip()) + 1 if text.strip() else 1
 
 
 def location_of(var: Variable | Apply | None) -> Location | None:
@@ -66,9 +73,9 @@ def location_of(var: Variable | Apply | None) -> Location | None:
         # each outermost frame first.
         for summary in trace:
             for frame in reversed(summary):
-                filename, lineno, _name, line_text = tuple(frame)[:4]
+                filename, lineno = tuple(frame)[:2]
                 if is_user_file(filename):
-                    return Location(absolute(filename), int(lineno), _column(line_text))
+                    return Location(absolute(filename), int(lineno), _column(filename, lineno))
     return None
 
 
