@@ -124,7 +124,11 @@ def _single_index_unique(entry: Variable) -> bool:
         if any(b is None for b in bounds):
             return False
         start, stop, step = (int(b) for b in bounds)  # type: ignore[arg-type]
-        return step != 0 and (min(start, stop) >= 0 or max(start, stop) <= 0)
+        if step == 0:
+            return False
+        span = range(start, stop, step)
+        # Distinct values; distinct rows too unless negative ones wrap onto others.
+        return len(span) == 0 or min(span[0], span[-1]) >= 0 or max(span[0], span[-1]) < 0
     return False
 
 
@@ -440,6 +444,10 @@ def _decompose_node(
     """The decomposition of ``node.outputs[0]`` and the inputs it folded in, or None."""
     op = node.op
     out = node.outputs[0]
+    # Integer arithmetic wraps and integer casts truncate: only floating-point
+    # values are linear in the scatter.
+    if not out.type.dtype.startswith("float"):
+        return None
 
     if is_inc(node):
         term = _scatter_term(node)

@@ -126,3 +126,13 @@ def test_rewrite_status_survives_the_function_being_collected() -> None:
         compile_and_drop()
     gc.collect()
     assert [(f.code, f.severity) for f in rec.findings()] == [("SG101", Severity.INFO)]
+
+
+def test_copies_taken_inside_the_block_are_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    late = types.ModuleType("imported_while_recording")
+    monkeypatch.setitem(sys.modules, "imported_while_recording", late)
+    original = pytensor.gradient.grad
+    with subsetgrad.record():
+        late.grad = pytensor.grad  # type: ignore[attr-defined]  # as `from pytensor import grad`
+        assert late.grad is not original  # type: ignore[attr-defined]
+    assert late.grad is original  # type: ignore[attr-defined]

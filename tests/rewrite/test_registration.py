@@ -56,7 +56,7 @@ def test_registered_under_its_own_tag_before_fusion() -> None:
         assert optdb.__position__[name] == position < optdb.__position__["elemwise_fusion"]
         tags = {tag for tag, entries in optdb.__db__.items() if optdb[name] in entries}
         # PyTensor also files every entry under its own name and class name.
-        assert tags - {name, type(rewriter).__name__} == {TAG}
+        assert tags - {name, type(rewriter).__name__} == {TAG, "shape_unsafe"}
 
 
 def test_importing_changes_no_other_mode() -> None:

@@ -194,3 +194,30 @@ def test_gradient_without_a_base() -> None:
     assert subsetgrad.counters["subset_update"] == 0
     want = pytensor.function([idx], -0.1 * grad(W, idx), mode=REFERENCE)(IDX)
     np.testing.assert_allclose(f(IDX), want)
+
+
+def test_integer_cast_of_the_update() -> None:
+    """``int(W + s)`` is not ``int(W) + int(s)``: left alone, numbers as the dense graph."""
+    W = pt.dmatrix("W")
+    idx = pt.lvector("idx")
+    v = pt.dmatrix("v")
+    out = pt.cast(W + pt.zeros_like(W)[idx].inc(v), "int64")
+    subsetgrad.counters.clear()
+    got = pytensor.function([W, idx, v], out, mode=REWRITTEN)(
+        np.full((2, 1), 0.6), np.array([0]), np.array([[0.6]])
+    )
+    assert subsetgrad.counters["subset_update"] == 0
+    np.testing.assert_array_equal(got, [[1], [0]])
+
+
+def test_unsigned_scatter_is_left_alone() -> None:
+    W = pt.dmatrix("W")
+    idx = pt.lvector("idx")
+    vu = pt.matrix("vu", dtype="uint8")
+    out = W - pt.zeros((2, 3), dtype="uint8")[idx].inc(vu)
+    subsetgrad.counters.clear()
+    got = pytensor.function([W, idx, vu], out, mode=REWRITTEN)(
+        np.zeros((2, 3)), np.array([0]), np.full((1, 3), 5, dtype="uint8")
+    )
+    assert subsetgrad.counters["subset_update"] == 0
+    np.testing.assert_array_equal(got[0], [-5, -5, -5])

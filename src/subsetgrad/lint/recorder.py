@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import traceback
 import weakref
@@ -17,6 +18,7 @@ from pytensor.graph.basic import Variable
 from pytensor.graph.fg import FunctionGraph
 from pytensor.graph.rewriting.basic import GraphRewriter
 
+from subsetgrad.graph import is_lookup
 from subsetgrad.lint.engine import analyse_all
 from subsetgrad.lint.findings import Finding, Location
 from subsetgrad.lint.program import Program
@@ -103,23 +105,26 @@ def _caller_location() -> Location | None:
 
 
 def _recording_grad(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
     def grad(cost: Variable, wrt: Any, *args: Any, **kwargs: Any) -> Any:
         result = original(cost, wrt, *args, **kwargs)
+        if not _active:
+            return result  # a module kept this wrapper after its block ended
         wrts = list(wrt) if isinstance(wrt, list | tuple) else [wrt]
         results = list(result) if isinstance(result, list | tuple) else [result]
-        location = _caller_location()
+        location: Location | None = None
         for w, g in zip(wrts, results, strict=False):
             if not isinstance(w, Variable) or not isinstance(g, Variable):
                 continue
+            if w.owner is None or not is_lookup(w.owner):
+                continue  # only gradients with respect to a lookup matter (SG202)
+            location = location or _caller_location()
             call = GradCall(cost, w, location)
-            if call.table is None:
-                continue
             setattr(g.tag, GRAD_TAG, call)
             for rec in _active:
                 rec.grad_calls.append(call)
         return result
 
-    grad.__wrapped__ = original  # type: ignore[attr-defined]
     return grad
 
 
@@ -156,3 +161,12 @@ def record() -> Iterator[Recording]:
         pytensor.config.traceback__limit = old_limit
         for module, name in patched:
             setattr(module, name, original)
+        if not _active:
+            # Modules imported inside the block copied the wrapper; give them theirs back.
+            for module in list(sys.modules.values()):
+                try:
+                    held = getattr(module, "grad", None)
+                    if getattr(held, "__wrapped__", None) is original and held is not original:
+                        setattr(module, "grad", original)  # noqa: B010
+                except Exception:
+                    continue

@@ -19,7 +19,12 @@ _REWRITES = {"subsetgrad_subset_update": (SubsetUpdate(), 1.45)}
 def _register() -> None:
     for name, (rewriter, position) in _REWRITES.items():
         if name not in optdb.__position__:
-            optdb.register(name, rewriter, TAG, position=position, use_db_name_as_tag=False)
+            # Also "shape_unsafe", as PyTensor tags its own rewrites that drop a shape
+            # check: a scatter whose zeros do not match the base's shape raised in the
+            # dense graph; the increments do not look at that shape.
+            optdb.register(
+                name, rewriter, TAG, "shape_unsafe", position=position, use_db_name_as_tag=False
+            )
 
 
 _register()

@@ -47,7 +47,9 @@ def _table_updates(program: Program) -> Iterator[tuple[Variable, Variable, Linea
     dec = program.decomposition
     for table, value in program.updates:
         lin = dec.of(value)
-        if lin.dense is None or not lin.has_full_table_scatter:
+        # Lookups by arrays (AdvancedSubtensor) are the subject; a basic index
+        # such as ``w[0]`` of a small parameter vector is not a lookup table.
+        if lin.dense is None or not any(t.into_zeros and t.advanced for t in lin.terms):
             continue
         # A dense part other than the table itself (weight decay, a tied
         # embedding's dense gradient) is a V x D pass anyway: really dense.
@@ -243,6 +245,25 @@ def dense_gradient_kept(program: Program, r: Rule) -> Iterator[Finding]:
         )
 
 
+def _trains(program: Program, table: Variable, scan: Apply) -> bool:
+    """Whether an update of `table` reads the outputs of `scan` (its gradient is used)."""
+    outs = set(scan.outputs)
+    for target, value in program.updates:
+        if not same_table(target, table):
+            continue
+        stack, seen = [value], {value}
+        while stack:
+            var = stack.pop()
+            if var in outs:
+                return True
+            if var.owner is not None:
+                for i in var.owner.inputs:
+                    if i not in seen:
+                        seen.add(i)
+                        stack.append(i)
+    return False
+
+
 def _scan_tables(node: Apply) -> Iterator[tuple[Apply, Variable | None]]:
     """Scatter-into-zeros nodes inside a Scan's inner graph, with the outer table they size."""
     op = node.op
@@ -250,7 +271,13 @@ def _scan_tables(node: Apply) -> Iterator[tuple[Apply, Variable | None]]:
     n_non_seqs = op.info.n_non_seqs
     inner = GraphIndex.from_outputs(list(op.inner_outputs))
     for inner_node in inner.nodes:
-        if not is_scatter_into_zeros(inner_node) or inner_node.outputs[0].ndim < 2:
+        # An increment of rows into zeros is a lookup's gradient; a set (a one-hot
+        # built inside the step) is not.
+        if (
+            not is_scatter_into_zeros(inner_node)
+            or inner_node.op.set_instead_of_inc
+            or inner_node.outputs[0].ndim < 2
+        ):
             continue
         outer = None
         base = inner_node.inputs[0]
@@ -325,7 +352,7 @@ def scatter_in_scan(program: Program, r: Rule) -> Iterator[Finding]:
         reported: set[int] = set()
         for inner_node, outer in _scan_tables(node):
             key = id(outer) if outer is not None else id(inner_node)
-            if key in reported:
+            if key in reported or outer is None or not _trains(program, outer, node):
                 continue
             reported.add(key)
             table = describe(outer) if outer is not None else "a lookup table"

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Apply, Constant, Variable
-from pytensor.tensor.subtensor import AdvancedIncSubtensor
+from pytensor.tensor.subtensor import AdvancedIncSubtensor, AdvancedSubtensor
 
 from subsetgrad.graph import LOOKUP_OPS, index_of, indices_provably_unique, is_lookup
 from subsetgrad.lint.findings import Finding, Location
@@ -83,8 +83,12 @@ def duplicated_lookup(program: Program, r: Rule) -> Iterator[Finding]:
     ```
     """
     groups: dict[Hashable, list[Apply]] = {}
-    for node in program.index.nodes_of(*LOOKUP_OPS):
-        if isinstance(node.inputs[0], SharedVariable):
+    # Lookups by a symbolic index array (``W[idx]``); constant and basic indexing
+    # (``X[:, 0]`` of shared data) is reading, not a lookup a gradient is taken at.
+    for node in program.index.nodes_of(AdvancedSubtensor):
+        if isinstance(node.inputs[0], SharedVariable) and any(
+            not isinstance(i, Constant) and i.type.ndim > 0 for i in node.inputs[1:]
+        ):
             groups.setdefault(lookup_key(node), []).append(node)
     for nodes in groups.values():
         if len(nodes) < 2:
@@ -138,13 +142,15 @@ class GradCall:
         if self._missed is None:
             table = self.table
             missed: list[Apply] = []
-            if table is not None:
+            # `grad(None, wrt, known_grads=...)` has no cost to walk.
+            if table is not None and self.cost is not None:
                 seen: set[Variable] = {self.wrt}
                 stack = [self.cost]
                 while stack:
                     var = stack.pop()
                     node = var.owner
-                    if node is None:
+                    # Shapes and gradient blocks carry no gradient back to the table.
+                    if node is None or type(node.op).__name__ in NO_GRADIENT_OPS:
                         continue
                     if any(same_table(i, table) for i in node.inputs):
                         missed.append(node)
@@ -157,6 +163,7 @@ class GradCall:
 
 
 GRAD_TAG = "subsetgrad_grad"
+NO_GRADIENT_OPS = {"Shape", "Shape_i", "DisconnectedGrad", "ZeroGrad", "UndefinedGrad"}
 
 
 def _depends_on(value: Variable, targets: set[Variable], cache: dict[Variable, bool]) -> bool:
