@@ -13,7 +13,6 @@ decomposition to say which updates are dense and why.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property
@@ -268,19 +267,11 @@ class GraphIndex:
             groups.setdefault(type(node.op), []).append(node)
         return groups
 
-    @cached_property
-    def position(self) -> dict[Apply, int]:
-        return {node: k for k, node in enumerate(self.nodes)}
-
     def nodes_of(self, *op_classes: type) -> list[Apply]:
-        """Nodes whose op is an instance of one of `op_classes`, in topological order."""
-        found = [
+        """Nodes whose op is an instance of one of `op_classes`."""
+        return [
             n for t, group in self._by_op_type.items() if _subclass(t, op_classes) for n in group
         ]
-        if len(found) > 1:
-            pos = self.position
-            found.sort(key=pos.__getitem__)
-        return found
 
     @cached_property
     def incs(self) -> list[Apply]:
@@ -302,35 +293,33 @@ class GraphIndex:
 
     @classmethod
     def from_outputs(cls, outputs: Sequence[Variable]) -> GraphIndex:
-        """Index the graph behind `outputs` in one iterative depth-first pass."""
+        """Index the graph behind `outputs` in one pass (nodes in no particular order).
+
+        The lint's rules do not need a topological order of the whole graph;
+        `decompose_graph` orders the small region it works on itself.
+        """
         nodes: list[Apply] = []
         clients: dict[Variable, list[tuple[Apply, int]]] = {}
         groups: dict[type, list[Apply]] = {}
-        position: dict[Apply, int] = {}
-        seen: set[Apply] = set()
-        for out in outputs:
-            if out.owner is None or out.owner in seen:
-                continue
-            stack: list[tuple[Apply, int]] = [(out.owner, 0)]
-            seen.add(out.owner)
-            while stack:
-                node, i = stack.pop()
-                if i < len(node.inputs):
-                    stack.append((node, i + 1))
-                    parent = node.inputs[i].owner
-                    if parent is not None and parent not in seen:
-                        seen.add(parent)
-                        stack.append((parent, 0))
-                    continue
-                position[node] = len(nodes)
-                nodes.append(node)
-                groups.setdefault(type(node.op), []).append(node)
-                for j, inp in enumerate(node.inputs):
-                    clients.setdefault(inp, []).append((node, j))
+        stack = [o.owner for o in outputs if o.owner is not None]
+        seen: set[Apply] = set(stack)
+        while stack:
+            node = stack.pop()
+            nodes.append(node)
+            groups.setdefault(type(node.op), []).append(node)
+            for j, inp in enumerate(node.inputs):
+                users = clients.get(inp)
+                if users is None:
+                    clients[inp] = [(node, j)]
+                else:
+                    users.append((node, j))
+                parent = inp.owner
+                if parent is not None and parent not in seen:
+                    seen.add(parent)
+                    stack.append(parent)
         index = cls(nodes, clients, list(outputs))
-        # Filled in the same pass rather than by two more walks over every node.
+        # Filled in the same pass rather than by another walk over every node.
         index.__dict__["_by_op_type"] = groups
-        index.__dict__["position"] = position
         return index
 
 
@@ -399,31 +388,57 @@ def _is_output_node(node: Apply) -> bool:
 
 
 def decompose_graph(index: GraphIndex) -> Decomposition:
-    """Decompose every variable of the graph in one topological pass."""
+    """Decompose every variable of the graph that can carry a scatter."""
     dec = Decomposition()
     zero_based = index.zero_based
-    position = index.position
-    # Only increments start a decomposition, and only their linear clients
-    # extend one: visit that region in topological order, not the whole graph.
-    pending = [(position[n], n) for n in index.incs]
-    heapq.heapify(pending)
-    visited: set[Apply] = set()
-    while pending:
-        _, node = heapq.heappop(pending)
-        if node in visited:
-            continue
-        visited.add(node)
+    # Only increments start a decomposition and only their descendants can
+    # extend one: order that region topologically, not the whole graph.
+    for node in _topological(_descendants(index.incs, index.clients)):
         result = _decompose_node(node, dec, node in zero_based)
-        if result is None:
-            continue
-        lin, used = result
-        out = node.outputs[0]
-        dec.linear[out] = lin
-        dec.absorbed.update((node, i) for i in used)
-        for client, _ in index.clients.get(out, []):
-            if isinstance(client, Apply) and client in position and client not in visited:
-                heapq.heappush(pending, (position[client], client))
+        if result is not None:
+            lin, used = result
+            dec.linear[node.outputs[0]] = lin
+            dec.absorbed.update((node, i) for i in used)
     return dec
+
+
+def _descendants(
+    starts: Iterable[Apply], clients: dict[Variable, list[tuple[Apply, int]]]
+) -> set[Apply]:
+    region: set[Apply] = set()
+    stack = list(starts)
+    while stack:
+        node = stack.pop()
+        if node in region:
+            continue
+        region.add(node)
+        for out in node.outputs:
+            for client, _ in clients.get(out, ()):
+                if isinstance(client, Apply) and client not in region:
+                    stack.append(client)
+    return region
+
+
+def _topological(region: set[Apply]) -> list[Apply]:
+    """`region` ordered so that every node comes after its inputs' nodes in `region`."""
+    order: list[Apply] = []
+    entered: set[Apply] = set()
+    for start in region:
+        stack: list[tuple[Apply, bool]] = [(start, False)]
+        while stack:
+            node, finished = stack.pop()
+            if finished:
+                order.append(node)
+                continue
+            if node in entered:
+                continue
+            entered.add(node)
+            stack.append((node, True))
+            for inp in node.inputs:
+                parent = inp.owner
+                if parent is not None and parent in region and parent not in entered:
+                    stack.append((parent, False))
+    return order
 
 
 def _scatter_term(node: Apply) -> Scatter | None:
@@ -442,14 +457,21 @@ def _decompose_node(
     node: Apply, dec: Decomposition, zero_base: bool
 ) -> tuple[Linear, list[int]] | None:
     """The decomposition of ``node.outputs[0]`` and the inputs it folded in, or None."""
+    inc = is_inc(node)
+    linear = dec.linear
+    # Cheapest test first: most nodes in the region read no decomposed input.
+    if not inc and not any(x in linear for x in node.inputs):
+        return None
+    if len(node.outputs) != 1:
+        return None
     op = node.op
     out = node.outputs[0]
     # Integer arithmetic wraps and integer casts truncate: only floating-point
     # values are linear in the scatter.
-    if not out.type.dtype.startswith("float"):
+    if not str(getattr(out.type, "dtype", "")).startswith("float"):
         return None
 
-    if is_inc(node):
+    if inc:
         term = _scatter_term(node)
         if term is None:
             return None
@@ -467,9 +489,8 @@ def _decompose_node(
             term = Scatter(term.values, node, into_zeros=False)
         return Linear(inner.dense, (*inner.terms, term)), [0] if base in dec.linear else []
 
-    if len(node.outputs) != 1 or not any(x in dec.linear for x in node.inputs):
-        return None
-    if not isinstance(op, Elemwise):
+    kind = _linear_kind(type(op), type(getattr(op, "scalar_op", None)))
+    if kind is None:
         return None
     sparse = [
         i
@@ -485,12 +506,12 @@ def _decompose_node(
     scalar_op = op.scalar_op
     parts = [dec.of(x) for x in node.inputs]
 
-    if isinstance(scalar_op, ps.Add):
+    if kind == "add":
         dense = _combine(pt.add, [p.dense for p in parts])
         terms = tuple(t for p in parts for t in p.terms)
         return Linear(dense, terms), sparse
 
-    if isinstance(scalar_op, ps.Sub):
+    if kind == "sub":
         a, b = parts
         if b.dense is None:
             dense = a.dense
@@ -501,17 +522,17 @@ def _decompose_node(
         terms = (*a.terms, *(_map(t, pt.neg) for t in b.terms))
         return Linear(dense, terms), sparse
 
-    if isinstance(scalar_op, ps.Neg):
+    if kind == "neg":
         (a,) = parts
         return Linear(_opt(pt.neg, a.dense), tuple(_map(t, pt.neg) for t in a.terms)), sparse
 
-    if isinstance(scalar_op, ps.Cast):
+    if kind == "cast":
         (a,) = parts
         dtype = scalar_op.o_type.dtype
         dense = None if a.dense is None else Lazy(pt.cast, (a.dense, dtype))
         return Linear(dense, tuple(_map(t, pt.cast, dtype) for t in a.terms)), sparse
 
-    if isinstance(scalar_op, ps.Mul) and len(sparse) == 1:
+    if kind == "mul" and len(sparse) == 1:
         (s,) = sparse
         factors = [x for i, x in enumerate(node.inputs) if i != s]
         a = parts[s]
@@ -521,7 +542,7 @@ def _decompose_node(
         terms = tuple(_scale(t, factors, pt.mul) for t in a.terms)
         return Linear(dense, terms), sparse
 
-    if isinstance(scalar_op, ps.TrueDiv) and sparse == [0]:
+    if kind == "div" and sparse == [0]:
         a = parts[0]
         divisor = node.inputs[1]
         if not all(_gatherable(divisor, t) for t in a.terms):
@@ -531,6 +552,24 @@ def _decompose_node(
         return Linear(dense, terms), sparse
 
     return None
+
+
+_LINEAR_SCALAR_OPS = (
+    (ps.Add, "add"),
+    (ps.Sub, "sub"),
+    (ps.Neg, "neg"),
+    (ps.Cast, "cast"),
+    (ps.Mul, "mul"),
+    (ps.TrueDiv, "div"),
+)
+
+
+@cache
+def _linear_kind(op_type: Any, scalar_type: Any) -> str | None:
+    """Which linear elementwise op a node is, from its classes (cached: ABC checks are slow)."""
+    if not issubclass(op_type, Elemwise):
+        return None
+    return next((k for cls, k in _LINEAR_SCALAR_OPS if issubclass(scalar_type, cls)), None)
 
 
 def _gatherable(factor: Variable, term: Scatter) -> bool:

@@ -66,6 +66,11 @@ def dense_uses(program: Program, value: Variable) -> tuple[list[tuple[Apply | No
     feeds optimizer state updates elementwise (an accumulator ``acc + g**2``):
     those are the optimizer, not an extra use, and SG301 judges them.
     """
+    cache: dict[Variable, tuple[list[tuple[Apply | None, int]], bool]] = program.extra.setdefault(
+        "dense_uses", {}
+    )
+    if value in cache:
+        return cache[value]
     dec = program.decomposition
     uses: list[tuple[Apply | None, int]] = []
     feeds_state = False
@@ -75,6 +80,7 @@ def dense_uses(program: Program, value: Variable) -> tuple[list[tuple[Apply | No
                 feeds_state = True
             else:
                 uses.append((node, i))
+    cache[value] = (uses, feeds_state)
     return uses, feeds_state
 
 
