@@ -489,7 +489,9 @@ def _decompose_node(
             term = Scatter(term.values, node, into_zeros=False)
         return Linear(inner.dense, (*inner.terms, term)), [0] if base in dec.linear else []
 
-    kind = _linear_kind(type(op), type(getattr(op, "scalar_op", None)))
+    op_type: Any = type(op)
+    scalar_type: Any = type(getattr(op, "scalar_op", None))
+    kind = _linear_kind(op_type, scalar_type)
     if kind is None:
         return None
     sparse = [
