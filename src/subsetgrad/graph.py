@@ -677,25 +677,32 @@ def scatter_dependent(index: GraphIndex) -> set[Variable]:
     return marked
 
 
+def ancestors(
+    roots: Iterable[Variable], stop: Callable[[Variable], bool] | None = None
+) -> Iterator[Variable]:
+    """Every variable the `roots` depend on, each once; `stop(var)` ends the walk at `var`.
+
+    The one ancestor walk of the rules; `var` itself is still yielded when it stops.
+    """
+    stack = list(roots)
+    seen = set(stack)
+    while stack:
+        var = stack.pop()
+        yield var
+        if var.owner is None or (stop is not None and stop(var)):
+            continue
+        for i in var.owner.inputs:
+            if i not in seen:
+                seen.add(i)
+                stack.append(i)
+
+
 def scatters_behind(
     value: Variable, dependent: set[Variable], scatters: frozenset[Apply]
 ) -> list[Apply]:
     """The scatter-into-zeros nodes `value` reads, without walking past them."""
-    found: list[Apply] = []
-    stack, seen = [value], {value}
-    while stack:
-        var = stack.pop()
-        node = var.owner
-        if node is None or var not in dependent:
-            continue
-        if node in scatters:
-            found.append(node)
-            continue
-        for i in node.inputs:
-            if i not in seen:
-                seen.add(i)
-                stack.append(i)
-    return found
+    walk = ancestors([value], stop=lambda v: v not in dependent or v.owner in scatters)
+    return [v.owner for v in walk if v.owner in scatters and v in dependent]
 
 
 def strip_wrappers(var: Variable) -> Variable:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pytensor.graph.basic import Apply, Variable
 from pytensor.tensor.elemwise import Elemwise
 
-from subsetgrad.graph import GraphIndex, Linear, is_scatter_into_zeros, strip_casts
+from subsetgrad.graph import GraphIndex, Linear, ancestors, is_scatter_into_zeros, strip_casts
 from subsetgrad.lint.findings import Finding, Severity
 from subsetgrad.lint.program import Program, describe, megabytes, same_table, table_bytes
 from subsetgrad.lint.registry import Rule, rule
@@ -254,20 +254,11 @@ def dense_gradient_kept(program: Program, r: Rule) -> Iterator[Finding]:
 def _trains(program: Program, table: Variable, scan: Apply) -> bool:
     """Whether an update of `table` reads the outputs of `scan` (its gradient is used)."""
     outs = set(scan.outputs)
-    for target, value in program.updates:
-        if not same_table(target, table):
-            continue
-        stack, seen = [value], {value}
-        while stack:
-            var = stack.pop()
-            if var in outs:
-                return True
-            if var.owner is not None:
-                for i in var.owner.inputs:
-                    if i not in seen:
-                        seen.add(i)
-                        stack.append(i)
-    return False
+    return any(
+        any(v in outs for v in ancestors([value]))
+        for target, value in program.updates
+        if same_table(target, table)
+    )
 
 
 def _scan_tables(node: Apply) -> Iterator[tuple[Apply, Variable | None]]:

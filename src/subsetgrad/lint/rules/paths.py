@@ -11,7 +11,7 @@ from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Apply, Constant, Variable
 from pytensor.tensor.subtensor import AdvancedIncSubtensor, AdvancedSubtensor
 
-from subsetgrad.graph import LOOKUP_OPS, index_of, indices_provably_unique, is_lookup
+from subsetgrad.graph import LOOKUP_OPS, ancestors, index_of, indices_provably_unique, is_lookup
 from subsetgrad.lint.findings import Finding, Location
 from subsetgrad.lint.program import Program, describe, same_table
 from subsetgrad.lint.registry import Rule, rule
@@ -144,20 +144,18 @@ class GradCall:
             missed: list[Apply] = []
             # `grad(None, wrt, known_grads=...)` has no cost to walk.
             if table is not None and self.cost is not None:
-                seen: set[Variable] = {self.wrt}
-                stack = [self.cost]
-                while stack:
-                    var = stack.pop()
+                wrt = self.wrt
+
+                def stop(var: Variable) -> bool:
+                    # The lookup itself, shapes and gradient blocks: no path to the table.
+                    return var is wrt or type(var.owner.op).__name__ in NO_GRADIENT_OPS
+
+                for var in ancestors([self.cost], stop=stop):
                     node = var.owner
-                    # Shapes and gradient blocks carry no gradient back to the table.
-                    if node is None or type(node.op).__name__ in NO_GRADIENT_OPS:
+                    if node is None or stop(var):
                         continue
-                    if any(same_table(i, table) for i in node.inputs):
+                    if any(same_table(i, table) for i in node.inputs) and node not in missed:
                         missed.append(node)
-                    for i in node.inputs:
-                        if i not in seen:
-                            seen.add(i)
-                            stack.append(i)
             self._missed = missed
         return self._missed
 
@@ -166,19 +164,8 @@ GRAD_TAG = "subsetgrad_grad"
 NO_GRADIENT_OPS = {"Shape", "Shape_i", "DisconnectedGrad", "ZeroGrad", "UndefinedGrad"}
 
 
-def _depends_on(value: Variable, targets: set[Variable], cache: dict[Variable, bool]) -> bool:
-    stack, seen = [value], {value}
-    while stack:
-        var = stack.pop()
-        if var in targets:
-            return True
-        if var.owner is None:
-            continue
-        for i in var.owner.inputs:
-            if i not in seen:
-                seen.add(i)
-                stack.append(i)
-    return False
+def _depends_on(value: Variable, targets: set[Variable]) -> bool:
+    return any(v in targets for v in ancestors([value]))
 
 
 @rule(
@@ -243,14 +230,13 @@ def dropped_gradient_path(program: Program, r: Rule) -> Iterator[Finding]:
                 tagged.append((out, call))
     if not tagged:
         return
-    cache: dict[Variable, bool] = {}
     reported: set[tuple[int, int]] = set()
     for table, value in program.updates:
         grads = {g for g, call in tagged if same_table(call.table, table)}
-        if not grads or not _depends_on(value, grads, cache):
+        if not grads or not _depends_on(value, grads):
             continue
         for g, call in tagged:
-            if g not in grads or not _depends_on(value, {g}, cache):
+            if g not in grads or not _depends_on(value, {g}):
                 continue
             missed = call.missed_paths()
             key = (id(call.cost), id(value))
@@ -282,23 +268,13 @@ def _describe_use(node: Apply, table: Variable) -> str:
 # --------------------------------------------------------------------------- #
 def _reads_old_rows(value: Variable, base: Variable, key: Hashable) -> bool:
     """`value` depends on a lookup of `base` with the same indices as the write."""
-    stack, seen = [value], {value}
-    while stack:
-        var = stack.pop()
-        node = var.owner
-        if node is None:
-            continue
-        if (
-            is_lookup(node)
-            and same_table(node.inputs[0], base)
-            and tuple(_input_key(v) for v in node.inputs[1:]) == key
-        ):
-            return True
-        for i in node.inputs:
-            if i not in seen:
-                seen.add(i)
-                stack.append(i)
-    return False
+    return any(
+        v.owner is not None
+        and is_lookup(v.owner)
+        and same_table(v.owner.inputs[0], base)
+        and tuple(_input_key(i) for i in v.owner.inputs[1:]) == key
+        for v in ancestors([value])
+    )
 
 
 @rule(
