@@ -8,6 +8,7 @@ and an RMSprop-style accumulator, so every rule has work to do. Target: under
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import sys
@@ -49,6 +50,7 @@ def measure(n_tables: int, repeats: int) -> dict[str, Any]:
     nodes = len(GraphIndex.from_outputs([*outputs, *updates.values()]).nodes)
     times, findings = [], 0
     for _ in range(repeats):
+        gc.collect()  # the previous repeat's garbage is not this one's cost
         start = time.perf_counter()
         findings = len(subsetgrad.check(outputs, updates, mode="NUMBA"))
         times.append(time.perf_counter() - start)
