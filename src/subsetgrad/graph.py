@@ -663,18 +663,7 @@ def _gather_advanced(factor: Variable, index: Index, bcast: tuple[bool, ...]) ->
 # --------------------------------------------------------------------------- #
 def scatter_dependent(index: GraphIndex) -> set[Variable]:
     """Every variable with a scatter into zeros among its ancestors (or that is one)."""
-    marked: set[Variable] = set()
-    stack = list(index.scatters)
-    seen = set(stack)
-    while stack:
-        node = stack.pop()
-        marked.update(node.outputs)
-        for out in node.outputs:
-            for client, _ in index.clients.get(out, []):
-                if isinstance(client, Apply) and client not in seen:
-                    seen.add(client)
-                    stack.append(client)
-    return marked
+    return {out for node in _descendants(index.scatters, index.clients) for out in node.outputs}
 
 
 def ancestors(
