@@ -159,17 +159,6 @@ def is_scatter_into_zeros(node: Apply) -> bool:
     return is_inc(node) and _scatter_term(node) is not None and is_zero(node.inputs[0])
 
 
-def table_lookups(fgraph: FunctionGraph, table: Variable) -> list[Apply]:
-    """The (Advanced)Subtensor nodes that read `table` directly."""
-    return [
-        client
-        for client, _ in fgraph.clients.get(table, [])
-        if isinstance(client, Apply)
-        and isinstance(client.op, LOOKUP_OPS)
-        and client.inputs[0] is table
-    ]
-
-
 # --------------------------------------------------------------------------- #
 # Linear decomposition
 # --------------------------------------------------------------------------- #
