@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pytensor.compile.mode import Mode, get_mode, optdb
 
+from subsetgrad.rewrite.sparse_state import SparseState
 from subsetgrad.rewrite.subset_update import SubsetUpdate, build_subset_update, counters
 
 TAG = "subsetgrad"
@@ -13,7 +14,12 @@ TAG = "subsetgrad"
 # Composite ops. Stabilize and specialize then clean up the small expressions
 # the rewrite builds. Registered directly on optdb with its own tag and
 # use_db_name_as_tag=False, so it is off unless a mode includes "subsetgrad".
-_REWRITES = {"subsetgrad_subset_update": (SubsetUpdate(), 1.45)}
+# SparseState goes first (1.44): it needs the stateful updates whole, before
+# SubsetUpdate folds their linear parts into increments.
+_REWRITES = {
+    "subsetgrad_sparse_state": (SparseState(), 1.44),
+    "subsetgrad_subset_update": (SubsetUpdate(), 1.45),
+}
 
 
 def _register() -> None:
@@ -47,4 +53,12 @@ def rewrite_active(m: str | Mode | None = None) -> bool:
     return TAG in include and TAG not in exclude
 
 
-__all__ = ["TAG", "SubsetUpdate", "build_subset_update", "counters", "mode", "rewrite_active"]
+__all__ = [
+    "TAG",
+    "SparseState",
+    "SubsetUpdate",
+    "build_subset_update",
+    "counters",
+    "mode",
+    "rewrite_active",
+]

@@ -1,0 +1,145 @@
+"""`sparse_updates`: an explicit choice of what rows outside the batch do."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+from pytensor.compile.sharedvalue import SharedVariable
+from pytensor.graph.basic import Variable
+
+from subsetgrad.graph import identity_at_zero, scatter_dependent
+from subsetgrad.optim.catchup import catch_up, power_coefficients, zero_gradient_map
+from subsetgrad.optim.rows import (
+    RowGroup,
+    Rows,
+    RowUpdateError,
+    analyse,
+    describe,
+    row_values,
+    touched_rows,
+    write_rows,
+)
+
+POLICIES = ("exact", "lazy", "catchup")
+
+Updates = Mapping[Variable, Variable] | Sequence[tuple[Variable, Variable]]
+
+
+class SparseUpdateError(ValueError):
+    """An update cannot follow the requested policy; the message names the table."""
+
+
+@dataclass(frozen=True)
+class SparseUpdates:
+    """The result of `sparse_updates`."""
+
+    #: Updates for ``pytensor.function``: the given ones, with each table's made sparse.
+    updates: dict[Variable, Variable]
+    #: Updates for a no-input function that brings every row up to date (catch-up only).
+    flush: dict[Variable, Variable]
+    policy: str
+    #: The tables made sparse, with the state updated along with each.
+    tables: dict[Variable, tuple[Variable, ...]] = field(default_factory=dict)
+    #: The catch-up step counter (number of steps taken), None for other policies.
+    step: SharedVariable | None = None
+
+
+def sparse_updates(updates: Updates, policy: str = "exact") -> SparseUpdates:
+    """Compute each lookup table's optimizer step for the looked-up rows only.
+
+    `updates` is a mapping (or pairs) as for ``pytensor.function``, such as what
+    ``pymc.variational.updates.adam(loss, params)`` returns. Each table whose
+    update (and whose state's) is elementwise in a gradient of ``W[idx]`` lookups
+    becomes a step on the touched rows; other updates pass through unchanged.
+
+    Policies, for the rows outside the batch:
+
+    - ``"exact"``: they do not change. Only valid where a zero gradient leaves the
+      table and its state unchanged (sgd, adagrad, sign or clip of the gradient),
+      and then equal to the dense step; raises `SparseUpdateError` otherwise.
+    - ``"lazy"``: they do not change, whatever the optimizer (LazyAdam/SparseAdam).
+    - ``"catchup"``: they receive the zero-gradient steps they skipped, in closed
+      form, when next looked up or at ``flush``; then equal to the dense run.
+
+    Repeated indices are summed per row first, as the dense gradient sums them.
+    """
+    if policy not in POLICIES:
+        raise SparseUpdateError(
+            f"unknown policy {policy!r}; choose one of {', '.join(map(repr, POLICIES))}"
+        )
+    pairs = list(updates.items()) if isinstance(updates, Mapping) else list(updates)
+    analysis = analyse(pairs)
+    for key, reason in analysis.rejected.items():
+        raise SparseUpdateError(f"cannot make the update of {describe(key)} sparse: {reason}")
+    if not analysis.groups:
+        raise SparseUpdateError(
+            "no update is computed from the gradient of a table lookup (W[idx]); "
+            "nothing to make sparse"
+        )
+    assert analysis.index is not None
+    dependent = scatter_dependent(analysis.index)
+    new = dict(pairs)
+    flush: dict[Variable, Variable] = {}
+    tables: dict[Variable, tuple[Variable, ...]] = {}
+    step = None
+    if policy == "catchup":
+        step = pytensor.shared(np.int64(0), name="subsetgrad_step")
+    for group in analysis.groups:
+        if policy == "exact":
+            _require_identity(group, dependent)
+        rows = touched_rows(group)
+        if step is None:
+            values = row_values(group, rows)
+        else:
+            values = _catch_up_step(group, rows, step, new, flush)
+        for key in group.keys:
+            new[key] = write_rows(key, rows, values[key])
+        tables[group.table] = group.states
+    if step is not None:
+        new[step] = step + 1
+    return SparseUpdates(new, flush, policy, tables, step)
+
+
+def _require_identity(group: RowGroup, dependent: set[Variable]) -> None:
+    for key in group.keys:
+        if not identity_at_zero(group.values[key], key, group.grads, dependent):
+            what = "table" if key is group.table else f"state {describe(key)} of"
+            raise SparseUpdateError(
+                f"policy 'exact' does not hold for {what} {group.name}: a zero gradient "
+                "still changes it, so rows outside the batch would differ from the dense "
+                "step; choose policy='lazy' (they stay) or policy='catchup' (they catch up)"
+            )
+
+
+def _catch_up_step(
+    group: RowGroup,
+    rows: Rows,
+    step: SharedVariable,
+    new: dict[Variable, Variable],
+    flush: dict[Variable, Variable],
+) -> dict[Variable, Variable]:
+    try:
+        linear = zero_gradient_map(group)
+        if linear.is_identity:
+            return row_values(group, rows)
+        power = power_coefficients(linear, group.name)
+    except RowUpdateError as err:
+        raise SparseUpdateError(f"policy 'catchup' cannot handle {group.name}: {err}") from None
+    table = group.table
+    if not isinstance(table, SharedVariable):
+        raise SparseUpdateError(f"policy 'catchup' needs {group.name} to be a shared variable")
+    n_rows = np.shape(table.get_value(borrow=True))[0]
+    last = pytensor.shared(np.zeros(n_rows, dtype=np.int64), name=f"{group.name}_last_step")
+    keys = list(linear.keys)
+    skipped = step - last[rows.rows]
+    caught = catch_up(linear, power, [k[rows.rows] for k in keys], skipped)
+    values = row_values(group, rows, dict(zip(keys, caught, strict=True)))
+    new[last] = pt.set_subtensor(last[rows.rows], step + 1)
+    flushed = catch_up(linear, power, keys, step - last)
+    flush.update(zip(keys, flushed, strict=True))
+    flush[last] = pt.full_like(last, step)
+    return values

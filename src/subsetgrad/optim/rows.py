@@ -1,0 +1,371 @@
+"""Row groups: a table and its optimizer state, advanced elementwise from a lookup gradient.
+
+A *row group* is what a stateful optimizer builds for one lookup table ``W``: a
+gradient ``g = zeros[idx].inc(v)`` (one or more scatters of row lookups), and
+updates of ``W`` and of its state (``acc``, ``m``, ``velocity``...) computed from
+``g``, the old values and scalars by elementwise ops only. Row ``r`` of every
+such update then depends on row ``r`` of its inputs alone, so it can be computed
+for the touched rows only:
+
+    s        = the touched rows, sorted (a row repeats as often as it was looked up)
+    g_rows   = for each position of s, the sum of that row's gradient rows
+    new_rows = update(W[s], acc[s], ..., g_rows)
+    W        = W[s].set(new_rows)     # repeated rows write identical values
+
+Deduplicating by a sort keeps the static shape (B rows) and works on every
+backend (JAX has no ``unique``): positions of one row form one segment, their
+gradient rows are summed into the segment, and each position reads its
+segment's sum. The sort key ``row * B + position`` makes ties impossible, so
+the order of summation is the order of the lookups, as in the dense scatter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import pytensor.tensor as pt
+from pytensor.compile.sharedvalue import SharedVariable
+from pytensor.graph.basic import Apply, Constant, Variable
+from pytensor.graph.replace import clone_replace
+from pytensor.raise_op import Assert
+from pytensor.tensor.elemwise import Elemwise
+
+from subsetgrad.graph import (
+    Decomposition,
+    GraphIndex,
+    Scatter,
+    decompose_graph,
+    is_inc,
+    materialize,
+    scatter_dependent,
+)
+
+_rows_in_range = Assert("subsetgrad: a looked-up row index is out of bounds")
+
+
+class RowUpdateError(ValueError):
+    """A table's update cannot be made sparse; the message names the table and why."""
+
+
+@dataclass(frozen=True)
+class RowGroup:
+    """The updates of one table and its state from one lookup gradient."""
+
+    #: Updated variables computed row by row from the gradient; the table first.
+    keys: tuple[Variable, ...]
+    #: Their update values (the dense expressions).
+    values: dict[Variable, Variable]
+    #: The pure-scatter gradient variables those values read (``g``, ``-lr * g``, ...).
+    grads: tuple[Variable, ...]
+    #: Each gradient's terms, one per lookup, all in the order of `sources`.
+    terms: dict[Variable, tuple[Scatter, ...]]
+    #: The scatter nodes of the lookups (their indices give the rows).
+    sources: tuple[Apply, ...]
+    #: Variables the values read row by row: the keys' old values, row-aligned leaves.
+    row_inputs: tuple[Variable, ...]
+
+    @property
+    def table(self) -> Variable:
+        return self.keys[0]
+
+    @property
+    def states(self) -> tuple[Variable, ...]:
+        return self.keys[1:]
+
+    @cached_property
+    def name(self) -> str:
+        return describe(self.table)
+
+
+def describe(var: Variable) -> str:
+    return var.name or str(var)
+
+
+@dataclass
+class Analysis:
+    """The row groups of an updates mapping, and the tables that cannot be one."""
+
+    groups: list[RowGroup] = field(default_factory=list)
+    #: Table (or state) name -> why its update cannot be computed row by row.
+    rejected: dict[Variable, str] = field(default_factory=dict)
+    index: GraphIndex | None = None
+    dec: Decomposition | None = None
+
+
+def analyse(updates: Mapping[Variable, Variable] | Sequence[tuple[Variable, Variable]]) -> Analysis:
+    """Find the row groups among `updates` (a mapping or ``(variable, value)`` pairs)."""
+    pairs = list(updates.items()) if isinstance(updates, Mapping) else list(updates)
+    index = GraphIndex.from_outputs([v for _, v in pairs])
+    result = Analysis(index=index)
+    if not index.scatters:
+        return result
+    dec = decompose_graph(index)
+    result.dec = dec
+    dependent = scatter_dependent(index)
+
+    # Which pure-scatter gradients each update value reads.
+    reads: dict[Variable, list[Variable]] = {}
+    for key, value in pairs:
+        grads = _gradients_read(value, dec, dependent)
+        if grads:
+            reads[key] = grads
+
+    # Group the gradients by the lookups they come from.
+    by_sources: dict[frozenset[Apply], list[Variable]] = {}
+    for grads in reads.values():
+        for g in grads:
+            sources = frozenset(t.source for t in dec.linear[g].terms)
+            members = by_sources.setdefault(sources, [])
+            if g not in members:
+                members.append(g)
+
+    values = dict(pairs)
+    for sources, grads in by_sources.items():
+        keys = [k for k, gs in reads.items() if any(g in grads for g in gs)]
+        table = _table_of(sources, keys)
+        keys.sort(key=lambda k: k is not table)
+        try:
+            group = _build_group(keys, values, grads, sources, dec, dependent)
+        except RowUpdateError as err:
+            for k in keys:
+                result.rejected[k] = str(err)
+            continue
+        result.groups.append(group)
+    return result
+
+
+def _gradients_read(
+    value: Variable, dec: Decomposition, dependent: set[Variable]
+) -> list[Variable]:
+    """The outermost pure-scatter variables (no dense part) under `value`."""
+    found: list[Variable] = []
+    stack, seen = [value], {value}
+    while stack:
+        var = stack.pop()
+        if var not in dependent:
+            continue
+        lin = dec.linear.get(var)
+        if lin is not None and lin.dense is None and lin.terms and _plain(var, dec):
+            found.append(var)
+            continue
+        if var.owner is not None:
+            for inp in var.owner.inputs:
+                if inp not in seen:
+                    seen.add(inp)
+                    stack.append(inp)
+    return found
+
+
+def _plain(var: Variable, dec: Decomposition) -> bool:
+    """Whether the pure scatter `var` is scaled only by factors constant along the rows.
+
+    ``g * sqrt(delta + eps)`` is a scatter too, but its rows read ``delta``: taking
+    it as the gradient would build the factor for every row, and read state that
+    the catch-up policy has not brought up to date. Such products are left to the
+    row-by-row walk instead.
+    """
+    for v in dec.sparse_chain(var):
+        node = v.owner
+        assert node is not None
+        if is_inc(node):
+            continue
+        for i, x in enumerate(node.inputs):
+            if (node, i) not in dec.absorbed and not x.type.broadcastable[0]:
+                return False
+    return True
+
+
+def _table_of(sources: Iterable[Apply], keys: Sequence[Variable]) -> Variable | None:
+    """The updated variable the scatters' zeros were sized from (``zeros_like(W)``)."""
+    for source in sources:
+        var = source.inputs[0]
+        while var.owner is not None:
+            if var in keys:
+                return var
+            var = var.owner.inputs[0]
+        if var in keys:
+            return var
+    return keys[0] if keys else None
+
+
+def _row_index(term: Scatter) -> Variable:
+    """The integer row index of a leading-axis lookup scatter, or an error."""
+    first, *rest = term.index
+    ok = (
+        isinstance(first, Variable)
+        and first.type.dtype.startswith(("int", "uint"))
+        and all(
+            isinstance(e, slice) and e.start is None and e.stop is None and e.step is None
+            for e in rest
+        )
+    )
+    if not ok:
+        raise RowUpdateError("its gradient is not a scatter of whole rows (W[idx] lookups)")
+    assert isinstance(first, Variable)
+    return first
+
+
+def _build_group(
+    keys: list[Variable],
+    values: Mapping[Variable, Variable],
+    grads: list[Variable],
+    sources: frozenset[Apply],
+    dec: Decomposition,
+    dependent: set[Variable],
+) -> RowGroup:
+    # One order of the lookups for every gradient of the group: the first one's.
+    ordered = tuple(t.source for t in dec.linear[grads[0]].terms)
+    terms: dict[Variable, tuple[Scatter, ...]] = {}
+    for g in grads:
+        by_source = {t.source: t for t in dec.linear[g].terms}
+        if len(by_source) != len(dec.linear[g].terms):
+            raise RowUpdateError("its gradient scatters the same lookup twice")
+        terms[g] = tuple(by_source[s] for s in ordered)
+        for t in terms[g]:
+            _row_index(t)
+    ndim = keys[0].type.ndim
+    row_inputs: dict[Variable, None] = {}
+    for key in keys:
+        if key.type.ndim != ndim:
+            raise RowUpdateError(
+                f"{describe(key)} has {key.type.ndim} dimensions, the table {ndim}"
+            )
+        _walk_rowwise(values[key], set(grads), dependent, row_inputs, ndim)
+    return RowGroup(
+        keys=tuple(keys),
+        values={k: values[k] for k in keys},
+        grads=tuple(grads),
+        terms=terms,
+        sources=ordered,
+        row_inputs=tuple(row_inputs),
+    )
+
+
+def _walk_rowwise(
+    value: Variable,
+    grads: set[Variable],
+    dependent: set[Variable],
+    row_inputs: dict[Variable, None],
+    ndim: int,
+) -> None:
+    """Check that `value` is elementwise in the gradients and row-aligned inputs.
+
+    Collects the row-aligned inputs (not broadcast along the rows) in `row_inputs`.
+    Raises RowUpdateError naming the first op that mixes rows.
+    """
+    stack, seen = [value], {value}
+    while stack:
+        var = stack.pop()
+        if var in grads:
+            continue
+        if var.type.ndim != ndim:
+            if var in dependent:
+                raise RowUpdateError(
+                    f"its update reduces or reshapes the gradient ({_op_name(var)})"
+                )
+            continue
+        if var.type.broadcastable[0]:
+            # Broadcast along the rows: the same for every row (a learning rate).
+            if var in dependent:
+                raise RowUpdateError(f"its update mixes rows ({_op_name(var)} of the gradient)")
+            continue
+        owner = var.owner
+        if owner is None or isinstance(var, Constant | SharedVariable):
+            row_inputs[var] = None
+            continue
+        if not isinstance(owner.op, Elemwise) or len(owner.outputs) != 1:
+            if var in dependent:
+                raise RowUpdateError(
+                    f"its update is not elementwise in the gradient ({_op_name(var)})"
+                )
+            # Computed by something else but independent of the gradient: read its rows.
+            row_inputs[var] = None
+            continue
+        for inp in owner.inputs:
+            if inp not in seen:
+                seen.add(inp)
+                stack.append(inp)
+
+
+def _op_name(var: Variable) -> str:
+    return type(var.owner.op).__name__ if var.owner is not None else "input"
+
+
+# --------------------------------------------------------------------------- #
+# Building the row step
+# --------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class Rows:
+    """The touched rows of a group, sorted, and each gradient summed per row."""
+
+    #: Touched row of each position, sorted (B positions; repeats kept).
+    rows: Variable
+    #: For each gradient variable, the (B, ...) sum of its rows at each position.
+    grads: dict[Variable, Variable]
+
+
+def touched_rows(group: RowGroup) -> Rows:
+    """Sort the looked-up rows and sum each row's gradient rows (see the module docstring)."""
+    first = group.sources[0]
+    zeros = first.inputs[0]
+    n_rows = zeros.shape[0]
+    tail = [zeros.shape[i] for i in range(1, zeros.type.ndim)]
+    indices = [_row_index(group.terms[group.grads[0]][i]) for i in range(len(group.sources))]
+    flat = [i.flatten() if i.type.ndim != 1 else i for i in indices]
+    rows = flat[0] if len(flat) == 1 else pt.concatenate(flat)
+    rows = pt.cast(rows, "int64")
+    rows = pt.switch(pt.lt(rows, 0), rows + n_rows, rows)
+    n = rows.shape[0]
+    order = pt.argsort(rows * n + pt.arange(n, dtype="int64"))
+    s = rows[order]
+    # A row index below -V would wrap after normalising; the dense scatter raised there.
+    s = _rows_in_range(s, pt.all(pt.ge(s, 0)))
+    starts = pt.neq(s, pt.concatenate([s[:1] - 1, s[:-1]]))
+    # (cumsum keeps a bool dtype, which saturates in the C backend)
+    segment = pt.cumsum(pt.cast(starts, "int64")) - 1
+
+    summed: dict[Variable, Variable] = {}
+    for g in group.grads:
+        parts = []
+        for term, index in zip(group.terms[g], indices, strict=True):
+            values = materialize(term.values)
+            full = (*[index.shape[i] for i in range(index.type.ndim)], *tail)
+            values = (
+                pt.broadcast_to(values, full)
+                if values.type.ndim != len(full) or any(values.type.broadcastable)
+                else values
+            )
+            parts.append(values.reshape((-1, *tail)) if index.type.ndim != 1 else values)
+        flat_values = parts[0] if len(parts) == 1 else pt.concatenate(parts)
+        flat_values = pt.cast(flat_values, g.type.dtype)
+        per_row = pt.zeros_like(flat_values)[segment].inc(flat_values[order])
+        summed[g] = per_row[segment]
+    return Rows(rows=s, grads=summed)
+
+
+def row_values(
+    group: RowGroup, rows: Rows, inputs_at_rows: Mapping[Variable, Variable] | None = None
+) -> dict[Variable, Variable]:
+    """Each key's update computed at the touched rows only.
+
+    `inputs_at_rows` overrides what a row input reads at the rows (the catch-up
+    policy passes caught-up state); by default ``input[rows]``.
+    """
+    replace: dict[Variable, Variable] = {x: x[rows.rows] for x in group.row_inputs}
+    if inputs_at_rows:
+        replace.update(inputs_at_rows)
+    replace.update(rows.grads)
+    outs = clone_replace(
+        [group.values[k] for k in group.keys], replace=replace, rebuild_strict=False
+    )
+    result = {}
+    for key, out in zip(group.keys, outs, strict=True):
+        result[key] = pt.cast(out, key.type.dtype) if out.type.dtype != key.type.dtype else out
+    return result
+
+
+def write_rows(key: Variable, rows: Rows, new_rows: Variable) -> Variable:
+    """``key`` with `new_rows` written at the touched rows (repeats write equal values)."""
+    return pt.set_subtensor(key[rows.rows], new_rows)
