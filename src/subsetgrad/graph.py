@@ -778,3 +778,24 @@ def _algebra_key(
         names[var] = ref
         done.add(var)
     return (tuple(parts), names.get(value))
+
+
+# --------------------------------------------------------------------------- #
+# Row indices whose repeats write equal values
+# --------------------------------------------------------------------------- #
+_EQUAL_WRITES = "subsetgrad_equal_writes"
+
+
+def mark_equal_writes(rows: Variable) -> Variable:
+    """Mark `rows` as an index whose repeated entries are always written equal values.
+
+    `subsetgrad.optim` sums each row's gradient before updating it, so every copy
+    of a repeated row computes the same new row, and a set at `rows` is exact
+    whichever copy wins. The lint's SG203 reads the mark.
+    """
+    setattr(rows.tag, _EQUAL_WRITES, True)
+    return rows
+
+
+def writes_equal_at_repeats(rows: Variable) -> bool:
+    return bool(getattr(rows.tag, _EQUAL_WRITES, False))

@@ -28,9 +28,9 @@ from functools import cached_property
 import pytensor.tensor as pt
 from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Apply, Constant, Variable
-from pytensor.graph.replace import clone_replace
+from pytensor.graph.replace import graph_replace
 from pytensor.raise_op import Assert
-from pytensor.tensor.elemwise import Elemwise
+from pytensor.tensor.elemwise import DimShuffle, Elemwise
 
 from subsetgrad.graph import (
     Decomposition,
@@ -38,6 +38,7 @@ from subsetgrad.graph import (
     Scatter,
     decompose_graph,
     is_inc,
+    mark_equal_writes,
     materialize,
     scatter_dependent,
 )
@@ -147,7 +148,7 @@ def _gradients_read(
         if var not in dependent:
             continue
         lin = dec.linear.get(var)
-        if lin is not None and lin.dense is None and lin.terms and _plain(var, dec):
+        if lin is not None and lin.dense is None and lin.terms and _plain(var, dec, dependent):
             found.append(var)
             continue
         if var.owner is not None:
@@ -158,13 +159,14 @@ def _gradients_read(
     return found
 
 
-def _plain(var: Variable, dec: Decomposition) -> bool:
-    """Whether the pure scatter `var` is scaled only by factors constant along the rows.
+def _plain(var: Variable, dec: Decomposition, dependent: set[Variable]) -> bool:
+    """Whether the pure scatter `var` is scaled only by gradient-free factors constant
+    along the rows.
 
     ``g * sqrt(delta + eps)`` is a scatter too, but its rows read ``delta``: taking
     it as the gradient would build the factor for every row, and read state that
-    the catch-up policy has not brought up to date. Such products are left to the
-    row-by-row walk instead.
+    the catch-up policy has not brought up to date. ``g / norm(g)`` needs the whole
+    gradient. Both are left to the row-by-row walk instead.
     """
     for v in dec.sparse_chain(var):
         node = v.owner
@@ -172,7 +174,9 @@ def _plain(var: Variable, dec: Decomposition) -> bool:
         if is_inc(node):
             continue
         for i, x in enumerate(node.inputs):
-            if (node, i) not in dec.absorbed and not x.type.broadcastable[0]:
+            if (node, i) in dec.absorbed:
+                continue
+            if not x.type.broadcastable[0] or x in dependent:
                 return False
     return True
 
@@ -263,13 +267,15 @@ def _walk_rowwise(
         if var.type.ndim != ndim:
             if var in dependent:
                 raise RowUpdateError(
-                    f"its update reduces or reshapes the gradient ({_op_name(var)})"
+                    f"its update reduces or reshapes the gradient ({_op_name(var, dependent)})"
                 )
             continue
         if var.type.broadcastable[0]:
             # Broadcast along the rows: the same for every row (a learning rate).
             if var in dependent:
-                raise RowUpdateError(f"its update mixes rows ({_op_name(var)} of the gradient)")
+                raise RowUpdateError(
+                    f"its update mixes rows: a {_op_name(var, dependent)} of the gradient"
+                )
             continue
         owner = var.owner
         if owner is None or isinstance(var, Constant | SharedVariable):
@@ -278,7 +284,7 @@ def _walk_rowwise(
         if not isinstance(owner.op, Elemwise) or len(owner.outputs) != 1:
             if var in dependent:
                 raise RowUpdateError(
-                    f"its update is not elementwise in the gradient ({_op_name(var)})"
+                    f"its update is not elementwise in the gradient ({type(owner.op).__name__})"
                 )
             # Computed by something else but independent of the gradient: read its rows.
             row_inputs[var] = None
@@ -289,8 +295,11 @@ def _walk_rowwise(
                 stack.append(inp)
 
 
-def _op_name(var: Variable) -> str:
-    return type(var.owner.op).__name__ if var.owner is not None else "input"
+def _op_name(var: Variable, dependent: set[Variable]) -> str:
+    """The first op below `var` that is not elementwise, on a path to the gradient."""
+    while var.owner is not None and isinstance(var.owner.op, Elemwise | DimShuffle):
+        var = next((i for i in var.owner.inputs if i in dependent), var.owner.inputs[0])
+    return type(var.owner.op).__name__ if var.owner is not None else "an input"
 
 
 # --------------------------------------------------------------------------- #
@@ -321,7 +330,7 @@ def touched_rows(group: RowGroup) -> Rows:
     order = pt.argsort(rows * n + pt.arange(n, dtype="int64"))
     s = rows[order]
     # A row index below -V would wrap after normalising; the dense scatter raised there.
-    s = _rows_in_range(s, pt.all(pt.ge(s, 0)))
+    s = mark_equal_writes(_rows_in_range(s, pt.all(pt.ge(s, 0))))
     starts = pt.neq(s, pt.concatenate([s[:1] - 1, s[:-1]]))
     # (cumsum keeps a bool dtype, which saturates in the C backend)
     segment = pt.cumsum(pt.cast(starts, "int64")) - 1
@@ -357,9 +366,9 @@ def row_values(
     if inputs_at_rows:
         replace.update(inputs_at_rows)
     replace.update(rows.grads)
-    outs = clone_replace(
-        [group.values[k] for k in group.keys], replace=replace, rebuild_strict=False
-    )
+    # graph_replace, not clone_replace: that would also copy the replacements'
+    # graphs, and with them the user's lookups (a duplicated lookup to the lint).
+    outs = graph_replace([group.values[k] for k in group.keys], replace=replace, strict=False)
     result = {}
     for key, out in zip(group.keys, outs, strict=True):
         result[key] = pt.cast(out, key.type.dtype) if out.type.dtype != key.type.dtype else out

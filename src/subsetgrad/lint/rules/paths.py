@@ -11,7 +11,14 @@ from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Apply, Constant, Variable
 from pytensor.tensor.subtensor import AdvancedIncSubtensor, AdvancedSubtensor
 
-from subsetgrad.graph import LOOKUP_OPS, ancestors, index_of, indices_provably_unique, is_lookup
+from subsetgrad.graph import (
+    LOOKUP_OPS,
+    ancestors,
+    index_of,
+    indices_provably_unique,
+    is_lookup,
+    writes_equal_at_repeats,
+)
 from subsetgrad.lint.findings import Finding, Location
 from subsetgrad.lint.program import Program, describe, same_table
 from subsetgrad.lint.registry import Rule, rule
@@ -328,6 +335,8 @@ def set_with_duplicate_indices(program: Program, r: Rule) -> Iterator[Finding]:
         if indices_provably_unique(index_of(node), advanced=True):
             continue
         base, value, *index_inputs = node.inputs
+        if any(writes_equal_at_repeats(i) for i in index_inputs):
+            continue  # subsetgrad.optim's rows: repeats are summed before the write
         key = tuple(_input_key(v) for v in index_inputs)
         if _reads_old_rows(value, base, key):
             yield r.finding(

@@ -1,0 +1,258 @@
+"""`sparse_updates` against the NumPy references: every optimizer, policy and dtype."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pymc.variational.updates as pm_updates
+import pytensor
+import pytensor.tensor as pt
+import pytest
+from pytensor.graph.traversal import ancestors
+from pytensor.tensor.basic import Alloc, AllocEmpty
+
+import subsetgrad
+from subsetgrad.optim import SparseUpdateError, sparse_updates
+from tests.optim import reference as ref
+from tests.optim.test_reference import DTYPES, STEPS, B, D, V, assert_close, hyper, schedule
+
+# Adam and Adamax catch-up is not built: their zero-gradient step is not linear.
+CATCHUP = [name for name in ref.OPTIMIZERS if name not in ref.ADAPTIVE_MOMENT]
+VALID = [
+    *((name, "exact") for name in sorted(ref.IDENTITY_AT_ZERO)),
+    *((name, "lazy") for name in ref.OPTIMIZERS),
+    *((name, "catchup") for name in CATCHUP),
+]
+FAST = "FAST_COMPILE"
+
+Build = Callable[[Any, Any, dict[str, float]], dict[Any, Any]]
+
+
+def pymc_updates(name: str) -> Build:
+    def build(loss: Any, W: Any, hy: dict[str, float]) -> dict[Any, Any]:
+        return dict(getattr(pm_updates, name)(loss, [W], **hy))
+
+    return build
+
+
+def handwritten_updates(name: str) -> Build:
+    """The optimizer as a user writes it: textbook forms, not PyMC's."""
+
+    def build(loss: Any, W: Any, hy: dict[str, float]) -> dict[Any, Any]:
+        g = pytensor.grad(loss, W)
+        lr = hy["learning_rate"]
+        zeros = np.zeros_like(W.get_value())
+        if name == "momentum":
+            v = pytensor.shared(zeros, name="velocity")
+            new_v = hy["momentum"] * v - lr * g
+            return {v: new_v, W: W + new_v}
+        if name == "adagrad":
+            acc = pytensor.shared(zeros, name="acc")
+            new_acc = acc + g**2
+            return {acc: new_acc, W: W - lr * g / pt.sqrt(new_acc + hy["epsilon"])}
+        if name == "rmsprop":
+            acc = pytensor.shared(zeros, name="acc")
+            rho = hy["rho"]
+            new_acc = rho * acc + (1 - rho) * g**2
+            return {acc: new_acc, W: W - lr * g / pt.sqrt(new_acc + hy["epsilon"])}
+        if name == "adam":
+            m = pytensor.shared(zeros, name="m")
+            v = pytensor.shared(zeros, name="v")
+            t = pytensor.shared(np.asarray(0.0, dtype=zeros.dtype), name="t")
+            b1, b2 = hy["beta1"], hy["beta2"]
+            t_new = t + 1
+            a = lr * pt.sqrt(1 - b2**t_new) / (1 - b1**t_new)
+            new_m = b1 * m + (1 - b1) * g
+            new_v = b2 * v + (1 - b2) * g**2
+            new_W = W - a * new_m / (pt.sqrt(new_v) + hy["epsilon"])
+            return {t: t_new, m: new_m, v: new_v, W: new_W}
+        raise ValueError(name)
+
+    return build
+
+
+HANDWRITTEN = ["momentum", "adagrad", "rmsprop", "adam"]
+
+
+def compile_run(
+    build: Build, name: str, policy: str, dtype: str, mode: str = FAST
+) -> tuple[Callable[..., Any], Callable[[], Any] | None, Any, list[Any], Any]:
+    """Compile the sparse step (and flush) of `build`'s optimizer on a V x D table."""
+    table = np.random.default_rng(1).normal(size=(V, D)).astype(dtype)
+    with pytensor.config.change_flags(floatX=dtype):
+        W = pytensor.shared(table, name="W")
+        idx = pt.lvector("idx")
+        C = pt.matrix("C", dtype=dtype)
+        updates = build((W[idx] * C).sum(), W, hyper(name))
+        result = sparse_updates(updates, policy)
+        step = pytensor.function([idx, C], [], updates=result.updates, mode=mode)
+        flush = pytensor.function([], [], updates=result.flush, mode=mode) if result.flush else None
+    states = [var for var in updates if var is not W and var.type.ndim == 2]
+    return step, flush, W, states, result
+
+
+def check_against_reference(
+    build: Build, name: str, policy: str, dtype: str, mode: str = FAST, steps: int = STEPS
+) -> None:
+    step, flush, W, states, result = compile_run(build, name, policy, dtype, mode)
+    hy = hyper(name)
+    table = W.get_value().copy()
+    dense = table.copy()
+    sparse_state = ref.init_state(name, table, policy)
+    dense_state = ref.init_state(name, dense)
+    rng = np.random.default_rng(2)
+    assert len(states) == len(ref.STATE_KEYS[name])
+    for n, rows in enumerate(schedule()[:steps], start=1):
+        row_grads = rng.normal(size=(B, D)).astype(dtype)
+        step(rows, row_grads)
+        ref.sparse_step(name, policy, table, sparse_state, rows, row_grads, n, hy)
+        grad = np.zeros_like(dense)
+        np.add.at(grad, rows, row_grads)
+        ref.dense_step(name, dense, dense_state, grad, hy)
+        assert_close(W.get_value(), table, dtype)
+        for var, key in zip(states, ref.STATE_KEYS[name], strict=True):
+            assert_close(var.get_value(), sparse_state[key], dtype)
+        if policy == "exact":
+            assert_close(W.get_value(), dense, dtype)
+    if policy == "catchup":
+        assert result.step is not None and result.step.get_value() == steps
+        if flush is not None:
+            flush()
+        # After the flush the tables are the dense run's.
+        assert_close(W.get_value(), dense, dtype)
+        for var, key in zip(states, ref.STATE_KEYS[name], strict=True):
+            assert_close(var.get_value(), dense_state[key], dtype)
+        # A second flush has nothing left to do.
+        before = W.get_value().copy()
+        if flush is not None:
+            flush()
+        np.testing.assert_array_equal(W.get_value(), before)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("name", "policy"), VALID, ids=[f"{n}-{p}" for n, p in VALID])
+def test_pymc_optimizers_match_the_reference(name: str, policy: str, dtype: str) -> None:
+    check_against_reference(pymc_updates(name), name, policy, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("policy", ["lazy", "catchup"])
+@pytest.mark.parametrize("name", HANDWRITTEN)
+def test_handwritten_optimizers_match_the_reference(name: str, policy: str, dtype: str) -> None:
+    if policy == "catchup" and name in ref.ADAPTIVE_MOMENT:
+        pytest.skip("no closed-form Adam catch-up")
+    check_against_reference(handwritten_updates(name), name, policy, dtype)
+
+
+@pytest.mark.parametrize(
+    ("name", "policy"), [("adagrad", "exact"), ("rmsprop", "catchup"), ("adam", "lazy")]
+)
+@pytest.mark.parametrize("mode", ["NUMBA", "CVM"])
+def test_compiled_backends_match_the_reference(name: str, policy: str, mode: str) -> None:
+    check_against_reference(pymc_updates(name), name, policy, "float32", mode, steps=8)
+
+
+def test_catchup_rows_untouched_for_long_match_dense_after_flush() -> None:
+    """Rows 10 and 11 are never looked up, rows 4-9 not for 20 steps or more."""
+    step, flush, W, _, _ = compile_run(pymc_updates("momentum"), "momentum", "catchup", "float64")
+    before = W.get_value().copy()
+    rng = np.random.default_rng(2)
+    for rows in schedule():
+        step(rows, rng.normal(size=(B, D)))
+    # Before the flush, untouched rows have not moved...
+    np.testing.assert_array_equal(W.get_value()[10:], before[10:])
+    assert flush is not None
+    flush()
+    # ...after it they drifted with their (zero) velocity: nothing, as it never grew.
+    np.testing.assert_array_equal(W.get_value()[10:], before[10:])
+    # while rows 4-9, touched early, drifted on.
+    assert not np.allclose(W.get_value()[8:10], before[8:10])
+
+
+@pytest.mark.parametrize("name", sorted(set(ref.OPTIMIZERS) - ref.IDENTITY_AT_ZERO))
+def test_exact_refuses_updates_that_act_at_zero_gradient(name: str) -> None:
+    W = pytensor.shared(np.ones((V, D)), name="emb")
+    idx = pt.lvector("idx")
+    updates = getattr(pm_updates, name)((W[idx] ** 2).sum(), [W])
+    with pytest.raises(SparseUpdateError, match=r"'exact' does not hold for .*emb.*'lazy'"):
+        sparse_updates(updates, "exact")
+
+
+@pytest.mark.parametrize("name", sorted(ref.ADAPTIVE_MOMENT))
+def test_catchup_says_adam_has_no_closed_form(name: str) -> None:
+    W = pytensor.shared(np.ones((V, D)), name="emb")
+    idx = pt.lvector("idx")
+    updates = getattr(pm_updates, name)((W[idx] ** 2).sum(), [W])
+    with pytest.raises(SparseUpdateError, match="'catchup' cannot handle emb"):
+        sparse_updates(updates, "catchup")
+
+
+def test_repeated_index_rmsprop_is_summed_first() -> None:
+    """The issue's example: a repeated row with lazy RMSprop ends at 0.684, not 0.368."""
+    W = pytensor.shared(np.ones((5, 1)), name="W")
+    idx = pt.lvector("idx")
+    C = pt.matrix("C")
+    updates = pm_updates.rmsprop((W[idx] * C).sum(), [W], learning_rate=0.1)
+    f = pytensor.function([idx, C], [], updates=sparse_updates(updates, "lazy").updates)
+    f(np.array([3, 3]), np.ones((2, 1)))
+    assert W.get_value()[3, 0] == pytest.approx(0.684, abs=5e-4)
+    np.testing.assert_array_equal(np.delete(W.get_value(), 3, axis=0), 1.0)
+
+
+def test_dense_parameters_pass_through() -> None:
+    W = pytensor.shared(np.ones((V, D)), name="W")
+    b = pytensor.shared(np.zeros(D), name="b")
+    idx = pt.lvector("idx")
+    updates = pm_updates.adam((W[idx] + b).sum() ** 2, [W, b])
+    result = sparse_updates(updates, "lazy")
+    assert set(result.updates) == set(updates)
+    assert result.updates[b] is updates[b]
+    assert result.updates[W] is not updates[W]
+    assert result.tables == {W: tuple(v for v in updates if v.type.ndim == 2 and v is not W)}
+    assert result.flush == {}
+
+
+def test_updates_as_pairs_and_unknown_policy() -> None:
+    W = pytensor.shared(np.ones((V, D)), name="W")
+    idx = pt.lvector("idx")
+    pairs = list(pm_updates.sgd((W[idx] ** 2).sum(), [W]).items())
+    assert W in sparse_updates(pairs, "exact").updates
+    with pytest.raises(SparseUpdateError, match="unknown policy 'eager'; choose one of"):
+        sparse_updates(pairs, "eager")
+
+
+def test_nothing_to_make_sparse_is_an_error() -> None:
+    W = pytensor.shared(np.ones((V, D)), name="W")
+    with pytest.raises(SparseUpdateError, match="no update is computed from the gradient"):
+        sparse_updates(pm_updates.sgd((W**2).sum(), [W]), "lazy")
+
+
+def test_non_elementwise_update_names_the_table() -> None:
+    W = pytensor.shared(np.ones((V, D)), name="emb")
+    idx = pt.lvector("idx")
+    g = pytensor.grad((W[idx] ** 2).sum(), W)
+    clipped = g / pt.maximum(1.0, pt.sqrt((g**2).sum()))  # global-norm clipping
+    with pytest.raises(SparseUpdateError, match="cannot make the update of emb sparse"):
+        sparse_updates({W: W - 0.1 * clipped}, "lazy")
+
+
+def test_sparse_step_builds_nothing_of_the_table_size() -> None:
+    """No allocation in the compiled sparse step takes its row count from the table."""
+    step, _, W, _, _ = compile_run(pymc_updates("adam"), "adam", "lazy", "float64", "NUMBA")
+    step(np.array([1, 1, 2]), np.ones((3, D)))
+    allocs = [n for n in step.maker.fgraph.apply_nodes if isinstance(n.op, Alloc | AllocEmpty)]
+    assert allocs  # the B x D gradient buffers
+    rows = [n.inputs[1] if isinstance(n.op, Alloc) else n.inputs[0] for n in allocs]
+    assert not any(W in set(ancestors([r])) for r in rows)
+
+
+def test_lint_accepts_the_lazy_updates() -> None:
+    W = pytensor.shared(np.ones((V, D)), name="W")
+    idx = pt.lvector("idx")
+    loss = (W[idx] ** 2).sum()
+    updates = pm_updates.rmsprop(loss, [W])
+    assert any(f.code == "SG301" for f in subsetgrad.check([loss], updates))
+    findings = subsetgrad.check([loss], sparse_updates(updates, "lazy").updates)
+    assert [f.code for f in findings] == []
