@@ -15,13 +15,17 @@ from subsetgrad.lint import (
     check_function,
     record,
 )
+from subsetgrad.optim import POLICIES, SparseUpdateError, SparseUpdates, sparse_updates
 
 __all__ = [
+    "POLICIES",
     "RULES",
     "TAG",
     "Finding",
     "Location",
     "Severity",
+    "SparseUpdateError",
+    "SparseUpdates",
     "__version__",
     "check",
     "check_function",
@@ -29,4 +33,5 @@ __all__ = [
     "mode",
     "record",
     "rewrite_active",
+    "sparse_updates",
 ]

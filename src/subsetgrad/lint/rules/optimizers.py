@@ -30,9 +30,11 @@ def _table_of(scatter_base: Variable) -> Variable | None:
     "SG301",
     "optimizer-state-decay",
     summary="Optimizer state of a table's shape follows a dense scatter gradient.",
-    hint="Decide what rows outside the batch should do: leave them (lazy) or catch them up "
-    "when next touched; or use an optimizer whose state is unchanged at zero gradient "
-    "(sgd, adagrad). If the dense decay is intended, suppress this finding.",
+    hint="Choose what rows outside the batch do: subsetgrad.sparse_updates(updates, "
+    "policy='lazy') leaves them as they are (LazyAdam), policy='catchup' applies the steps "
+    "they skipped when next looked up or at .flush (the dense result); an optimizer "
+    "unchanged at zero gradient (sgd, adagrad) is made sparse exactly by the rewrite. If the "
+    "dense decay is intended, suppress this finding.",
 )
 def optimizer_state_decay(program: Program, r: Rule) -> Iterator[Finding]:
     """
@@ -70,16 +72,21 @@ def optimizer_state_decay(program: Program, r: Rule) -> Iterator[Finding]:
     import numpy as np
     import pytensor
     import pytensor.tensor as pt
+    import subsetgrad
 
     W = pytensor.shared(np.ones((100, 4)), name="W")
     acc = pytensor.shared(np.zeros((100, 4)), name="acc")
     idx = pt.lvector("idx")
     g = pytensor.grad((W[idx] ** 2).sum(), W)
-    new_acc = acc + g ** 2  # adagrad: unchanged where the gradient is zero
-    step = pytensor.function(
-        [idx], [], updates={acc: new_acc, W: W - 0.01 * g / pt.sqrt(new_acc + 1e-6)}
-    )
+    new_acc = 0.9 * acc + 0.1 * g ** 2
+    updates = {acc: new_acc, W: W - 0.01 * g / pt.sqrt(new_acc + 1e-6)}
+    sparse = subsetgrad.sparse_updates(updates, policy="catchup")
+    step = pytensor.function([idx], [], updates=sparse.updates)
+    flush = pytensor.function([], [], updates=sparse.flush)
     ```
+    Say what the rows outside the batch do: here they catch up on the decay they
+    skipped when next looked up (or at ``flush``), which equals the dense result.
+    ``policy="lazy"`` leaves them unchanged instead (LazyAdam's semantics).
     """
     dependent: set[Variable] | None = None
     looked_up: set[int] = set()
