@@ -205,3 +205,18 @@ def test_table_is_copied_per_call(backend: str) -> None:
     f(*lookup.values)
     after = W.get_value(borrow=True)
     assert _buffer_address(after) != _buffer_address(before)
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+@pytest.mark.parametrize("name", ["adagrad_by_hand", "sign_sgd", "clipped_sgd"])
+def test_sparse_state_matches_reference(backend: str, name: str) -> None:
+    """The sort-based row deduplication of `SparseState` runs on JAX and PyTorch too."""
+    from tests.rewrite import test_sparse_state as sparse
+
+    need(backend)
+    build = sparse.REWRITTEN[name]
+    subsetgrad.counters.clear()
+    got = sparse.run(build, subsetgrad.mode(backend))
+    assert subsetgrad.counters["sparse_state"] >= 1
+    for a, b in zip(got, sparse.run(build, REFERENCE), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

@@ -29,7 +29,6 @@ import pytensor.tensor as pt
 from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Apply, Constant, Variable
 from pytensor.graph.replace import graph_replace
-from pytensor.raise_op import Assert
 from pytensor.tensor.elemwise import DimShuffle, Elemwise
 
 from subsetgrad.graph import (
@@ -42,8 +41,6 @@ from subsetgrad.graph import (
     materialize,
     scatter_dependent,
 )
-
-_rows_in_range = Assert("subsetgrad: a looked-up row index is out of bounds")
 
 
 class RowUpdateError(ValueError):
@@ -325,12 +322,13 @@ def touched_rows(group: RowGroup) -> Rows:
     flat = [i.flatten() if i.type.ndim != 1 else i for i in indices]
     rows = flat[0] if len(flat) == 1 else pt.concatenate(flat)
     rows = pt.cast(rows, "int64")
+    # -V..-1 wrap to V-1..0; below -V stays out of range (V), and reading the table
+    # there fails, or not, as the dense scatter's out-of-range write does on the backend.
     rows = pt.switch(pt.lt(rows, 0), rows + n_rows, rows)
+    rows = pt.switch(pt.lt(rows, 0), n_rows, rows)
     n = rows.shape[0]
     order = pt.argsort(rows * n + pt.arange(n, dtype="int64"))
-    s = rows[order]
-    # A row index below -V would wrap after normalising; the dense scatter raised there.
-    s = mark_equal_writes(_rows_in_range(s, pt.all(pt.ge(s, 0))))
+    s = mark_equal_writes(rows[order])
     starts = pt.neq(s, pt.concatenate([s[:1] - 1, s[:-1]]))
     # (cumsum keeps a bool dtype, which saturates in the C backend)
     segment = pt.cumsum(pt.cast(starts, "int64")) - 1
@@ -348,7 +346,9 @@ def touched_rows(group: RowGroup) -> Rows:
             )
             parts.append(values.reshape((-1, *tail)) if index.type.ndim != 1 else values)
         flat_values = parts[0] if len(parts) == 1 else pt.concatenate(parts)
-        flat_values = pt.cast(flat_values, g.type.dtype)
+        # Lengths from the index alone: a shape check between the index and the values
+        # would be an Assert, which PyTensor's PyTorch backend cannot run.
+        flat_values = pt.cast(flat_values, g.type.dtype).reshape((n, *tail))
         per_row = pt.zeros_like(flat_values)[segment].inc(flat_values[order])
         summed[g] = per_row[segment]
     return Rows(rows=s, grads=summed)
