@@ -276,6 +276,15 @@ class GraphIndex:
         """The scatters into zeros: gradients of lookups."""
         return frozenset(n for n in self.zero_based if _scatter_term(n) is not None)
 
+    @cached_property
+    def inc_region(self) -> list[Apply]:
+        """The increments and every node downstream of one, in topological order.
+
+        Only increments start a decomposition and only their descendants can
+        extend one (or depend on a scatter): the region to order, not the whole graph.
+        """
+        return _downstream(self.incs, self.clients)
+
     @classmethod
     def from_fgraph(cls, fgraph: FunctionGraph) -> GraphIndex:
         return cls(list(fgraph.toposort()), fgraph.clients, list(fgraph.outputs))
@@ -380,9 +389,7 @@ def decompose_graph(index: GraphIndex) -> Decomposition:
     """Decompose every variable of the graph that can carry a scatter."""
     dec = Decomposition()
     zero_based = index.zero_based
-    # Only increments start a decomposition and only their descendants can
-    # extend one: order that region topologically, not the whole graph.
-    for node in _topological(_descendants(index.incs, index.clients)):
+    for node in index.inc_region:
         result = _decompose_node(node, dec, node in zero_based)
         if result is not None:
             lin, used = result
@@ -391,28 +398,16 @@ def decompose_graph(index: GraphIndex) -> Decomposition:
     return dec
 
 
-def _descendants(
+def _downstream(
     starts: Iterable[Apply], clients: dict[Variable, list[tuple[Apply, int]]]
-) -> set[Apply]:
-    region: set[Apply] = set()
-    stack = list(starts)
-    while stack:
-        node = stack.pop()
-        if node in region:
-            continue
-        region.add(node)
-        for out in node.outputs:
-            for client, _ in clients.get(out, ()):
-                if isinstance(client, Apply) and client not in region:
-                    stack.append(client)
-    return region
+) -> list[Apply]:
+    """`starts` and every node that reads from them, each after its parents among these.
 
-
-def _topological(region: set[Apply]) -> list[Apply]:
-    """`region` ordered so that every node comes after its inputs' nodes in `region`."""
+    One depth-first walk along the clients; its reverse post-order is topological.
+    """
     order: list[Apply] = []
     entered: set[Apply] = set()
-    for start in region:
+    for start in starts:
         stack: list[tuple[Apply, bool]] = [(start, False)]
         while stack:
             node, finished = stack.pop()
@@ -423,10 +418,11 @@ def _topological(region: set[Apply]) -> list[Apply]:
                 continue
             entered.add(node)
             stack.append((node, True))
-            for inp in node.inputs:
-                parent = inp.owner
-                if parent is not None and parent in region and parent not in entered:
-                    stack.append((parent, False))
+            for out in node.outputs:
+                for client, _ in clients.get(out, ()):
+                    if isinstance(client, Apply) and client not in entered:
+                        stack.append((client, False))
+    order.reverse()
     return order
 
 
@@ -652,7 +648,16 @@ def _gather_advanced(factor: Variable, index: Index, bcast: tuple[bool, ...]) ->
 # --------------------------------------------------------------------------- #
 def scatter_dependent(index: GraphIndex) -> set[Variable]:
     """Every variable with a scatter into zeros among its ancestors (or that is one)."""
-    return {out for node in _descendants(index.scatters, index.clients) for out in node.outputs}
+    scatters = index.scatters
+    region = index.inc_region
+    if len(scatters) == len(index.incs):
+        # Every increment is a scatter: everything downstream of one depends on one.
+        return {out for node in region for out in node.outputs}
+    dependent: set[Variable] = set()
+    for node in region:
+        if node in scatters or any(i in dependent for i in node.inputs):
+            dependent.update(node.outputs)
+    return dependent
 
 
 def ancestors(
