@@ -63,22 +63,35 @@ def is_lookup(node: Apply) -> bool:
 def is_zero(var: Variable) -> bool:
     """True when `var` is provably all zeros (`Second(x, 0)`, `Alloc(0, ...)`, a constant)."""
     while True:
-        if isinstance(var, Constant):
-            return bool(np.all(np.asarray(var.data) == 0))
+        if _isa(var, (Constant,)):
+            return _all_zero(var.data)
         owner = var.owner
         if owner is None:
             return False
         # The forms gradients and zeros_like build, checked without PyTensor's
         # general (and much slower) constant folding.
         op = owner.op
-        if isinstance(op, Elemwise) and isinstance(op.scalar_op, ps.Second):
+        if _isa(op, (Elemwise,)) and _isa(op.scalar_op, (ps.Second,)):
             var = owner.inputs[1]
-        elif isinstance(op, Alloc | DimShuffle):
+        elif _isa(op, (Alloc, DimShuffle)):
             var = owner.inputs[0]
         else:
             break
     value = get_underlying_scalar_constant_value(var, elemwise=False, raise_not_constant=False)
-    return value is not var and bool(np.all(np.asarray(value) == 0))
+    return value is not var and _all_zero(value)
+
+
+def _isa(obj: object, classes: tuple[type, ...]) -> bool:
+    """``isinstance(obj, classes)``, decided once per type (PyTensor's classes are ABCs)."""
+    obj_type: Any = type(obj)
+    return _subclass(obj_type, classes)
+
+
+def _all_zero(data: Any) -> bool:
+    values = np.asarray(data)
+    if values.dtype.kind in "biufc":
+        return not np.count_nonzero(values)  # much faster than ``np.all(values == 0)``
+    return bool(np.all(values == 0))
 
 
 def is_bool_index(entry: slice | Variable) -> bool:
@@ -156,7 +169,7 @@ def indices_provably_unique(index: Index, advanced: bool) -> bool:
 
 def is_scatter_into_zeros(node: Apply) -> bool:
     """`zeros[idx].inc(v)`: the gradient of a lookup."""
-    return is_inc(node) and _scatter_term(node) is not None and is_zero(node.inputs[0])
+    return _is_term(node) and is_zero(node.inputs[0])
 
 
 # --------------------------------------------------------------------------- #
@@ -274,7 +287,7 @@ class GraphIndex:
     @cached_property
     def scatters(self) -> frozenset[Apply]:
         """The scatters into zeros: gradients of lookups."""
-        return frozenset(n for n in self.zero_based if _scatter_term(n) is not None)
+        return frozenset(n for n in self.zero_based if _is_term(n))
 
     @cached_property
     def inc_region(self) -> list[Apply]:
@@ -427,15 +440,17 @@ def _downstream(
 
 
 def _scatter_term(node: Apply) -> Scatter | None:
+    return Scatter(node.inputs[1], node) if _is_term(node) else None
+
+
+def _is_term(node: Apply) -> bool:
+    """Whether an increment can be a term of a decomposition."""
     if not is_inc(node):
-        return None
-    op = node.op
-    if getattr(op, "ignore_duplicates", False) and not indices_provably_unique(
+        return False
+    # With repeated indices its meaning differs between backends; leave it opaque.
+    return not getattr(node.op, "ignore_duplicates", False) or indices_provably_unique(
         index_of(node), True
-    ):
-        # Its meaning with repeats differs between backends; leave it opaque.
-        return None
-    return Scatter(node.inputs[1], node)
+    )
 
 
 def _decompose_node(
@@ -445,7 +460,7 @@ def _decompose_node(
     inc = is_inc(node)
     linear = dec.linear
     # Cheapest test first: most nodes in the region read no decomposed input.
-    if not inc and not any(x in linear for x in node.inputs):
+    if not inc and linear.keys().isdisjoint(node.inputs):
         return None
     if len(node.outputs) != 1:
         return None
