@@ -63,22 +63,35 @@ def is_lookup(node: Apply) -> bool:
 def is_zero(var: Variable) -> bool:
     """True when `var` is provably all zeros (`Second(x, 0)`, `Alloc(0, ...)`, a constant)."""
     while True:
-        if isinstance(var, Constant):
-            return bool(np.all(np.asarray(var.data) == 0))
+        if _isa(var, (Constant,)):
+            return _all_zero(var.data)
         owner = var.owner
         if owner is None:
             return False
         # The forms gradients and zeros_like build, checked without PyTensor's
         # general (and much slower) constant folding.
         op = owner.op
-        if isinstance(op, Elemwise) and isinstance(op.scalar_op, ps.Second):
+        if _isa(op, (Elemwise,)) and _isa(op.scalar_op, (ps.Second,)):
             var = owner.inputs[1]
-        elif isinstance(op, Alloc | DimShuffle):
+        elif _isa(op, (Alloc, DimShuffle)):
             var = owner.inputs[0]
         else:
             break
     value = get_underlying_scalar_constant_value(var, elemwise=False, raise_not_constant=False)
-    return value is not var and bool(np.all(np.asarray(value) == 0))
+    return value is not var and _all_zero(value)
+
+
+def _isa(obj: object, classes: tuple[type, ...]) -> bool:
+    """``isinstance(obj, classes)``, decided once per type (PyTensor's classes are ABCs)."""
+    obj_type: Any = type(obj)
+    return _subclass(obj_type, classes)
+
+
+def _all_zero(data: Any) -> bool:
+    values = np.asarray(data)
+    if values.dtype.kind in "biufc":
+        return not np.count_nonzero(values)  # much faster than ``np.all(values == 0)``
+    return bool(np.all(values == 0))
 
 
 def is_bool_index(entry: slice | Variable) -> bool:
@@ -156,7 +169,7 @@ def indices_provably_unique(index: Index, advanced: bool) -> bool:
 
 def is_scatter_into_zeros(node: Apply) -> bool:
     """`zeros[idx].inc(v)`: the gradient of a lookup."""
-    return is_inc(node) and _scatter_term(node) is not None and is_zero(node.inputs[0])
+    return _is_term(node) and is_zero(node.inputs[0])
 
 
 # --------------------------------------------------------------------------- #
@@ -274,7 +287,16 @@ class GraphIndex:
     @cached_property
     def scatters(self) -> frozenset[Apply]:
         """The scatters into zeros: gradients of lookups."""
-        return frozenset(n for n in self.zero_based if _scatter_term(n) is not None)
+        return frozenset(n for n in self.zero_based if _is_term(n))
+
+    @cached_property
+    def inc_region(self) -> list[Apply]:
+        """The increments and every node downstream of one, in topological order.
+
+        Only increments start a decomposition and only their descendants can
+        extend one (or depend on a scatter): the region to order, not the whole graph.
+        """
+        return _downstream(self.incs, self.clients)
 
     @classmethod
     def from_fgraph(cls, fgraph: FunctionGraph) -> GraphIndex:
@@ -380,9 +402,7 @@ def decompose_graph(index: GraphIndex) -> Decomposition:
     """Decompose every variable of the graph that can carry a scatter."""
     dec = Decomposition()
     zero_based = index.zero_based
-    # Only increments start a decomposition and only their descendants can
-    # extend one: order that region topologically, not the whole graph.
-    for node in _topological(_descendants(index.incs, index.clients)):
+    for node in index.inc_region:
         result = _decompose_node(node, dec, node in zero_based)
         if result is not None:
             lin, used = result
@@ -391,28 +411,16 @@ def decompose_graph(index: GraphIndex) -> Decomposition:
     return dec
 
 
-def _descendants(
+def _downstream(
     starts: Iterable[Apply], clients: dict[Variable, list[tuple[Apply, int]]]
-) -> set[Apply]:
-    region: set[Apply] = set()
-    stack = list(starts)
-    while stack:
-        node = stack.pop()
-        if node in region:
-            continue
-        region.add(node)
-        for out in node.outputs:
-            for client, _ in clients.get(out, ()):
-                if isinstance(client, Apply) and client not in region:
-                    stack.append(client)
-    return region
+) -> list[Apply]:
+    """`starts` and every node that reads from them, each after its parents among these.
 
-
-def _topological(region: set[Apply]) -> list[Apply]:
-    """`region` ordered so that every node comes after its inputs' nodes in `region`."""
+    One depth-first walk along the clients; its reverse post-order is topological.
+    """
     order: list[Apply] = []
     entered: set[Apply] = set()
-    for start in region:
+    for start in starts:
         stack: list[tuple[Apply, bool]] = [(start, False)]
         while stack:
             node, finished = stack.pop()
@@ -423,23 +431,26 @@ def _topological(region: set[Apply]) -> list[Apply]:
                 continue
             entered.add(node)
             stack.append((node, True))
-            for inp in node.inputs:
-                parent = inp.owner
-                if parent is not None and parent in region and parent not in entered:
-                    stack.append((parent, False))
+            for out in node.outputs:
+                for client, _ in clients.get(out, ()):
+                    if isinstance(client, Apply) and client not in entered:
+                        stack.append((client, False))
+    order.reverse()
     return order
 
 
 def _scatter_term(node: Apply) -> Scatter | None:
+    return Scatter(node.inputs[1], node) if _is_term(node) else None
+
+
+def _is_term(node: Apply) -> bool:
+    """Whether an increment can be a term of a decomposition."""
     if not is_inc(node):
-        return None
-    op = node.op
-    if getattr(op, "ignore_duplicates", False) and not indices_provably_unique(
+        return False
+    # With repeated indices its meaning differs between backends; leave it opaque.
+    return not getattr(node.op, "ignore_duplicates", False) or indices_provably_unique(
         index_of(node), True
-    ):
-        # Its meaning with repeats differs between backends; leave it opaque.
-        return None
-    return Scatter(node.inputs[1], node)
+    )
 
 
 def _decompose_node(
@@ -449,7 +460,7 @@ def _decompose_node(
     inc = is_inc(node)
     linear = dec.linear
     # Cheapest test first: most nodes in the region read no decomposed input.
-    if not inc and not any(x in linear for x in node.inputs):
+    if not inc and linear.keys().isdisjoint(node.inputs):
         return None
     if len(node.outputs) != 1:
         return None
@@ -652,7 +663,16 @@ def _gather_advanced(factor: Variable, index: Index, bcast: tuple[bool, ...]) ->
 # --------------------------------------------------------------------------- #
 def scatter_dependent(index: GraphIndex) -> set[Variable]:
     """Every variable with a scatter into zeros among its ancestors (or that is one)."""
-    return {out for node in _descendants(index.scatters, index.clients) for out in node.outputs}
+    scatters = index.scatters
+    region = index.inc_region
+    if len(scatters) == len(index.incs):
+        # Every increment is a scatter: everything downstream of one depends on one.
+        return {out for node in region for out in node.outputs}
+    dependent: set[Variable] = set()
+    for node in region:
+        if node in scatters or any(i in dependent for i in node.inputs):
+            dependent.update(node.outputs)
+    return dependent
 
 
 def ancestors(
