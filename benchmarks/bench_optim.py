@@ -44,12 +44,13 @@ Targets (from the issue):
 - flush costs one O(V*D) pass per array: flush <= 2 x (number of V x D arrays
   it rewrites) x pass.
 
-Before all that, each variant's graph is run once on a small table through
+Before all that, each variant's graph is run once on a tiny table through
 PyTensor's Python VM with the NUMBA mode's rewrites, keeping every intermediate:
-an array with one entry per table row that is not one of the shared arrays
-updated in place is reported as a V-sized temporary (WARN) for the sparse and
-hand-written steps. Prints tables, PASS/FAIL per target, then JSON lines. Not a
-test: it exits 0 unless something crashes.
+any array with one entry per table row, other than a view or an in-place write
+of the looked-up rows, is V-sized work (a temporary, or a pass over a table).
+It is reported (WARN) for the sparse and hand-written steps, and decides
+whether the rewrite is a sparse step. Prints tables, PASS/FAIL per target, then
+JSON lines. Not a test: it exits 0 unless something crashes.
 """
 
 from __future__ import annotations

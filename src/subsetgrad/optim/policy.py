@@ -23,6 +23,7 @@ from subsetgrad.optim.rows import (
     touched_rows,
     write_rows,
 )
+from subsetgrad.rewrite.subset_update import build_subset_update
 
 POLICIES = ("exact", "lazy", "catchup")
 
@@ -88,7 +89,18 @@ def sparse_updates(updates: Updates, policy: str = "exact") -> SparseUpdates:
     step = None
     if policy == "catchup":
         step = pytensor.shared(np.int64(0), name="subsetgrad_step")
+    assert analysis.dec is not None
     for group in analysis.groups:
+        table_value = group.values[group.table]
+        linear = analysis.dec.of(table_value)
+        if len(group.keys) == 1 and linear.is_update:
+            # No state and linear in the gradient: the identity at zero under every
+            # policy, and the subset update's increments need no sort.
+            built = build_subset_update(table_value, linear)
+            if built is not None:
+                new[group.table] = built
+                tables[group.table] = ()
+                continue
         if policy == "exact":
             _require_identity(group, dependent)
         rows = touched_rows(group)
