@@ -24,6 +24,7 @@ class Program:
     # None: unknown (a symbolic graph checked without a mode).
     rewrite_active: bool | None = None
     label: str = "function"
+    # The rules' caches.
     extra: dict[str, Any] = field(default_factory=dict)
 
     @cached_property
@@ -38,6 +39,12 @@ class Program:
     def update_values(self) -> dict[Variable, Variable]:
         """New value -> table."""
         return {value: table for table, value in self.updates}
+
+    def forget(self) -> None:
+        """Drop the index, the decomposition and the rules' caches; rebuilt when next used."""
+        for name in ("index", "decomposition", "update_values"):
+            self.__dict__.pop(name, None)
+        self.extra.clear()
 
     @classmethod
     def from_symbolic(
