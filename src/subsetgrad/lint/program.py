@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -106,7 +107,7 @@ def table_bytes(var: Variable) -> int | None:
     shape = shape_of(var)
     if shape is None:
         return None
-    return int(np.prod(shape)) * int(np.dtype(var.type.dtype).itemsize)
+    return math.prod(shape) * int(np.dtype(var.type.dtype).itemsize)
 
 
 def megabytes(n: int | None) -> str:
