@@ -109,6 +109,14 @@ def index_of(node: Apply) -> Index:
     return index + padding
 
 
+def _has_mask(node: Apply) -> bool:
+    """Whether `index_of(node)` has a boolean entry; read off the op without building it."""
+    first = 2 if is_inc(node) else 1
+    return any(
+        isinstance(k, int) and node.inputs[first + k].type.dtype == "bool" for k in node.op.idx_list
+    )
+
+
 def axes_covered(entry: slice | Variable) -> int:
     """How many axes of the indexed tensor one index entry consumes."""
     if is_bool_index(entry):
@@ -583,7 +591,7 @@ def _gatherable(factor: Variable, term: Scatter) -> bool:
     """
     if all(factor.type.broadcastable):
         return True
-    return not any(is_bool_index(e) for e in term.index)
+    return not _has_mask(term.source)
 
 
 def _opt(fn: Callable[..., Variable], part: Expr | None) -> Expr | None:
