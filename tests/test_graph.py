@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+import pytensor
 import pytensor.tensor as pt
 import pytest
+from pytensor.graph.basic import Apply, Variable
 
-from subsetgrad.graph import GraphIndex, decompose_graph, indices_provably_unique, is_zero
+from subsetgrad.graph import (
+    GraphIndex,
+    _has_mask,
+    ancestors,
+    decompose_graph,
+    index_of,
+    indices_provably_unique,
+    is_bool_index,
+    is_zero,
+    scatter_dependent,
+)
 
 
 @pytest.mark.parametrize(
@@ -41,6 +55,9 @@ def test_is_zero() -> None:
     assert is_zero(pt.second(W, 0.0))
     assert not is_zero(pt.ones_like(W))
     assert not is_zero(W)
+    assert is_zero(pt.constant(np.array([0.0, -0.0])))
+    assert not is_zero(pt.constant(np.array([0.0, np.nan])))
+    assert not is_zero(pt.constant(np.array([False, True])))
 
 
 @pytest.mark.parametrize("dtype", ["int64", "uint8", "int8"])
@@ -54,3 +71,57 @@ def test_integer_values_are_not_linear(dtype: str) -> None:
     cast = pt.cast(pt.dmatrix("W") + pt.zeros((4, 3))[idx].inc(pt.dmatrix("v")), "int64")
     dec = decompose_graph(GraphIndex.from_outputs([cast]))
     assert cast not in dec.linear
+
+
+def _graph_with_a_dense_increment() -> list[Variable]:
+    """Two tables' gradients (scatters into zeros) and an increment of a dense base."""
+    idx = pt.lvector("idx")
+    outs: list[Variable] = []
+    for k in range(2):
+        W = pytensor.shared(np.zeros((5, 3)), name=f"W{k}")
+        g = pytensor.grad((pt.tanh(W[idx]) ** 2).sum(), W)
+        outs += [W - 0.1 * g / pt.sqrt(g**2 + 1.0), (g * 2).sum()]
+    outs.append(pt.inc_subtensor(pt.dmatrix("D")[idx], 1.0) * 3)
+    return outs
+
+
+def test_inc_region_is_topological() -> None:
+    index = GraphIndex.from_outputs(_graph_with_a_dense_increment())
+    region = index.inc_region
+    downstream = [
+        n for n in index.nodes if any(v.owner in index.incs for v in ancestors(n.outputs))
+    ]
+    assert len(region) == len(set(region)) and set(region) == set(downstream)
+    position = {node: k for k, node in enumerate(region)}
+    for node in region:
+        assert all(position[i.owner] < position[node] for i in node.inputs if i.owner in position)
+
+
+def test_scatter_dependent_leaves_out_dense_increments() -> None:
+    index = GraphIndex.from_outputs(_graph_with_a_dense_increment())
+    assert len(index.scatters) < len(index.incs)
+    expected = {
+        out
+        for n in index.nodes
+        for out in n.outputs
+        if any(v.owner in index.scatters for v in ancestors([out]))
+    }
+    assert scatter_dependent(index) == expected
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda x, i, m, s: x[i],
+        lambda x, i, m, s: x[m],
+        lambda x, i, m, s: x[:, m[0]],
+        lambda x, i, m, s: x[s:, i, m[0, 0]],
+        lambda x, i, m, s: x[s:5:2, i],
+        lambda x, i, m, s: pt.inc_subtensor(x[m], 1.0),
+        lambda x, i, m, s: pt.set_subtensor(x[1:, i, :2], 0.0),
+    ],
+)
+def test_has_mask_agrees_with_the_index(build: Callable[..., Variable]) -> None:
+    x, i, s = pt.tensor3("x"), pt.lvector("i"), pt.lscalar("s")
+    node: Apply = build(x, i, pt.tensor3("m", dtype="bool"), s).owner
+    assert _has_mask(node) == any(is_bool_index(e) for e in index_of(node))

@@ -95,17 +95,26 @@ def _all_zero(data: Any) -> bool:
 
 
 def is_bool_index(entry: slice | Variable) -> bool:
-    return isinstance(entry, Variable) and entry.type.dtype == "bool"
+    # Not isinstance(entry, Variable): that is an ABC check, slow in a loop over a graph.
+    return not isinstance(entry, slice) and entry.type.dtype == "bool"
 
 
 def index_of(node: Apply) -> Index:
     """The index tuple a (Inc)Subtensor node was built with, padded with full slices."""
     op = node.op
-    first = 2 if isinstance(op, INC_OPS) else 1
+    first = 2 if is_inc(node) else 1
     index: Index = tuple(indices_from_subtensor(node.inputs[first:], op.idx_list))
     covered = sum(axes_covered(e) for e in index)
     padding: Index = (slice(None),) * int(node.inputs[0].type.ndim - covered)
     return index + padding
+
+
+def _has_mask(node: Apply) -> bool:
+    """Whether `index_of(node)` has a boolean entry; read off the op without building it."""
+    first = 2 if is_inc(node) else 1
+    return any(
+        isinstance(k, int) and node.inputs[first + k].type.dtype == "bool" for k in node.op.idx_list
+    )
 
 
 def axes_covered(entry: slice | Variable) -> int:
@@ -582,7 +591,7 @@ def _gatherable(factor: Variable, term: Scatter) -> bool:
     """
     if all(factor.type.broadcastable):
         return True
-    return not any(is_bool_index(e) for e in term.index)
+    return not _has_mask(term.source)
 
 
 def _opt(fn: Callable[..., Variable], part: Expr | None) -> Expr | None:

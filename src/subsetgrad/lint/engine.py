@@ -27,6 +27,8 @@ def analyse(
                 continue
             for f in r.check(program, r):
                 found.setdefault((f.code, f.location, f.message), f)
+        # Freed while the collector is paused, the analysis costs no collector pass.
+        program.forget()
     return sorted(found.values(), key=Finding.sort_key)
 
 

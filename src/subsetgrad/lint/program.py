@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -24,6 +25,7 @@ class Program:
     # None: unknown (a symbolic graph checked without a mode).
     rewrite_active: bool | None = None
     label: str = "function"
+    # The rules' caches.
     extra: dict[str, Any] = field(default_factory=dict)
 
     @cached_property
@@ -38,6 +40,12 @@ class Program:
     def update_values(self) -> dict[Variable, Variable]:
         """New value -> table."""
         return {value: table for table, value in self.updates}
+
+    def forget(self) -> None:
+        """Drop the index, the decomposition and the rules' caches; rebuilt when next used."""
+        for name in ("index", "decomposition", "update_values"):
+            self.__dict__.pop(name, None)
+        self.extra.clear()
 
     @classmethod
     def from_symbolic(
@@ -99,7 +107,7 @@ def table_bytes(var: Variable) -> int | None:
     shape = shape_of(var)
     if shape is None:
         return None
-    return int(np.prod(shape)) * int(np.dtype(var.type.dtype).itemsize)
+    return math.prod(shape) * int(np.dtype(var.type.dtype).itemsize)
 
 
 def megabytes(n: int | None) -> str:

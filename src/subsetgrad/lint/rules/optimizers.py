@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from pytensor.compile.sharedvalue import SharedVariable
-from pytensor.graph.basic import Variable
+from pytensor.graph.basic import Apply, Variable
 
 from subsetgrad.graph import identity_at_zero, scatter_dependent, scatters_behind
 from subsetgrad.lint.findings import Finding
@@ -89,19 +89,20 @@ def optimizer_state_decay(program: Program, r: Rule) -> Iterator[Finding]:
     ``policy="lazy"`` leaves them unchanged instead (LazyAdam's semantics).
     """
     dependent: set[Variable] | None = None
+    sized: dict[Apply, Variable | None] = {}
     looked_up: set[int] = set()
     for state, value in program.updates:
         if not isinstance(state, SharedVariable):
             continue
         if dependent is None:
             dependent = scatter_dependent(program.index)
-            sized = (_table_of(n.inputs[0]) for n in program.index.scatters)
-            looked_up = {id(getattr(t, "container", t)) for t in sized if t is not None}
+            sized = {n: _table_of(n.inputs[0]) for n in program.index.scatters}
+            looked_up = {id(getattr(t, "container", t)) for t in sized.values() if t is not None}
         # A table's own update is SG101's business; states are other variables.
         if value not in dependent or id(getattr(state, "container", state)) in looked_up:
             continue
         scatters = scatters_behind(value, dependent, program.index.scatters)
-        tables = {_table_of(s.inputs[0]) for s in scatters}
+        tables = {sized[s] for s in scatters}
         tables.discard(None)
         shape = shape_of(state)
         owners = [t for t in tables if t is not None and shape_of(t) == shape]
