@@ -125,3 +125,22 @@ def test_has_mask_agrees_with_the_index(build: Callable[..., Variable]) -> None:
     x, i, s = pt.tensor3("x"), pt.lvector("i"), pt.lscalar("s")
     node: Apply = build(x, i, pt.tensor3("m", dtype="bool"), s).owner
     assert _has_mask(node) == any(is_bool_index(e) for e in index_of(node))
+
+
+def test_identity_at_zero_does_not_confuse_decay_rates() -> None:
+    """``1.0 * acc`` is unchanged at zero gradient and ``0.9 * acc`` is not, in either order."""
+    from subsetgrad.graph import GraphIndex, identity_at_zero, scatter_dependent
+
+    answers = {}
+    for rho in (1.0, 0.9):
+        W = pytensor.shared(np.ones((6, 2)), name="W")
+        acc = pytensor.shared(np.zeros((6, 2)), name="acc")
+        idx = pt.lvector("idx")
+        g = pytensor.grad((W[idx] ** 2).sum(), W)
+        value = rho * acc + 0.1 * g**2
+        index = GraphIndex.from_outputs([value])
+        dependent = scatter_dependent(index)
+        answers[rho] = identity_at_zero(
+            value, acc, [n.outputs[0] for n in index.scatters], dependent
+        )
+    assert answers == {1.0: True, 0.9: False}

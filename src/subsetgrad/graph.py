@@ -759,13 +759,20 @@ def identity_at_zero(
 _IDENTITY_CACHE: dict[Hashable, bool] = {}
 
 
+def _see_through(node: Apply) -> bool:
+    op_type: Any = type(node.op)
+    return _subclass(op_type, (Elemwise, DimShuffle))
+
+
 def _algebra_key(
     value: Variable, state: Variable, scatters: set[Variable], dependent: set[Variable]
 ) -> Hashable:
     """A structural key for the expression from the scatters (and leaves) up to `value`.
 
     Leaves are named by role: the state, a scatter, a constant by value, any
-    other variable by type and order of first appearance.
+    other variable by type and order of first appearance. Elementwise nodes off
+    the scatters' paths are expanded too: the simplifier sees through them, so
+    ``0.9 * acc`` and ``1.0 * acc`` must not share a key.
     """
     names: dict[Variable, Hashable] = {}
     parts: list[Hashable] = []
@@ -794,7 +801,12 @@ def _algebra_key(
         if var in done:
             continue
         node = var.owner
-        if node is None or var is state or var in scatters or var not in dependent:
+        if (
+            node is None
+            or var is state
+            or var in scatters
+            or (var not in dependent and not _see_through(node))
+        ):
             name(var)
             done.add(var)
             continue
