@@ -75,7 +75,7 @@ from pytensor.tensor.subtensor import AdvancedIncSubtensor, IncSubtensor
 
 import subsetgrad
 from benchmarks._common import machine
-from subsetgrad.optim import SparseUpdateError, sparse_updates
+from subsetgrad.optim import POLICIES, SparseUpdateError, sparse_updates
 
 NAME = "optim"
 OPTIMIZERS = (
@@ -88,7 +88,7 @@ OPTIMIZERS = (
     "adam",
     "adamax",
 )
-POLICIES = ("exact", "lazy", "catchup")
+
 # The sparse steps, each judged against the hand-written step of its optimizer.
 SPARSE = ("rewrite", *POLICIES)
 STEPS = (*SPARSE, "hand", "hand-unique")

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pytensor.scalar as ps
 import pytensor.tensor as pt
+from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Apply, Constant, Variable
 from pytensor.graph.fg import FunctionGraph
 from pytensor.tensor.basic import Alloc, ARange, get_underlying_scalar_constant_value
@@ -840,3 +841,24 @@ def mark_equal_writes(rows: Variable) -> Variable:
 
 def writes_equal_at_repeats(rows: Variable) -> bool:
     return bool(getattr(rows.tag, _EQUAL_WRITES, False))
+
+
+# --------------------------------------------------------------------------- #
+# Naming tables in messages (the lint's findings, the optimizers' errors)
+# --------------------------------------------------------------------------- #
+def shape_of(var: Variable) -> tuple[int, ...] | None:
+    if isinstance(var, SharedVariable):
+        return tuple(np.shape(var.get_value(borrow=True)))
+    shape = var.type.shape if hasattr(var.type, "shape") else None
+    if shape is not None and all(s is not None for s in shape):
+        return tuple(int(s) for s in shape)
+    return None
+
+
+def describe(var: Variable) -> str:
+    """```W` (200000x64 float32)`` or ```W` (float32 matrix)``."""
+    name = var.name or "<unnamed table>"
+    shape = shape_of(var)
+    dtype = getattr(var.type, "dtype", "?")
+    dims = "x".join(str(s) for s in shape) if shape else f"{var.type.ndim}-d"
+    return f"`{name}` ({dims} {dtype})"

@@ -9,11 +9,10 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
-from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Variable
 from pytensor.graph.fg import FunctionGraph
 
-from subsetgrad.graph import Decomposition, GraphIndex, decompose_graph
+from subsetgrad.graph import Decomposition, GraphIndex, decompose_graph, shape_of
 
 
 @dataclass
@@ -83,24 +82,6 @@ def same_table(a: Variable, b: Variable) -> bool:
         return True
     ca, cb = getattr(a, "container", None), getattr(b, "container", None)
     return ca is not None and ca is cb
-
-
-def shape_of(var: Variable) -> tuple[int, ...] | None:
-    if isinstance(var, SharedVariable):
-        return tuple(np.shape(var.get_value(borrow=True)))
-    shape = var.type.shape if hasattr(var.type, "shape") else None
-    if shape is not None and all(s is not None for s in shape):
-        return tuple(int(s) for s in shape)
-    return None
-
-
-def describe(var: Variable) -> str:
-    """```W` (200000x64 float32)`` or ```W` (float32 matrix)``."""
-    name = var.name or "<unnamed table>"
-    shape = shape_of(var)
-    dtype = getattr(var.type, "dtype", "?")
-    dims = "x".join(str(s) for s in shape) if shape else f"{var.type.ndim}-d"
-    return f"`{name}` ({dims} {dtype})"
 
 
 def table_bytes(var: Variable) -> int | None:

@@ -35,8 +35,8 @@ from pytensor.graph.rewriting.utils import rewrite_graph
 from pytensor.tensor.basic import get_underlying_scalar_constant_value
 from pytensor.tensor.elemwise import DimShuffle, Elemwise
 
-from subsetgrad.graph import strip_wrappers
-from subsetgrad.optim.rows import RowGroup, RowUpdateError, describe
+from subsetgrad.graph import describe, strip_wrappers
+from subsetgrad.optim.rows import RowGroup, RowUpdateError
 
 # Eigenvector matrices worse conditioned than this lose too many digits.
 _MAX_CONDITION = 1e8

@@ -11,14 +11,15 @@ import pytensor.tensor as pt
 from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Variable
 
-from subsetgrad.graph import identity_at_zero, scatter_dependent
+from subsetgrad.graph import describe, scatter_dependent
 from subsetgrad.optim.catchup import catch_up, power_coefficients, zero_gradient_map
 from subsetgrad.optim.rows import (
     RowGroup,
     Rows,
     RowUpdateError,
     analyse,
-    describe,
+    changed_at_zero,
+    linear_without_state,
     row_values,
     touched_rows,
     write_rows,
@@ -91,12 +92,9 @@ def sparse_updates(updates: Updates, policy: str = "exact") -> SparseUpdates:
         step = pytensor.shared(np.int64(0), name="subsetgrad_step")
     assert analysis.dec is not None
     for group in analysis.groups:
-        table_value = group.values[group.table]
-        linear = analysis.dec.of(table_value)
-        if len(group.keys) == 1 and linear.is_update:
-            # No state and linear in the gradient: the identity at zero under every
-            # policy, and the subset update's increments need no sort.
-            built = build_subset_update(table_value, linear)
+        linear = linear_without_state(group, analysis.dec)
+        if linear is not None:
+            built = build_subset_update(group.values[group.table], linear)
             if built is not None:
                 new[group.table] = built
                 tables[group.table] = ()
@@ -117,14 +115,14 @@ def sparse_updates(updates: Updates, policy: str = "exact") -> SparseUpdates:
 
 
 def _require_identity(group: RowGroup, dependent: set[Variable]) -> None:
-    for key in group.keys:
-        if not identity_at_zero(group.values[key], key, group.grads, dependent):
-            what = "table" if key is group.table else f"state {describe(key)} of"
-            raise SparseUpdateError(
-                f"policy 'exact' does not hold for {what} {group.name}: a zero gradient "
-                "still changes it, so rows outside the batch would differ from the dense "
-                "step; choose policy='lazy' (they stay) or policy='catchup' (they catch up)"
-            )
+    key = changed_at_zero(group, dependent)
+    if key is not None:
+        what = "table" if key is group.table else f"state {describe(key)} of"
+        raise SparseUpdateError(
+            f"policy 'exact' does not hold for {what} {group.name}: a zero gradient "
+            "still changes it, so rows outside the batch would differ from the dense "
+            "step; choose policy='lazy' (they stay) or policy='catchup' (they catch up)"
+        )
 
 
 def _catch_up_step(

@@ -34,8 +34,11 @@ from pytensor.tensor.elemwise import DimShuffle, Elemwise
 from subsetgrad.graph import (
     Decomposition,
     GraphIndex,
+    Linear,
     Scatter,
     decompose_graph,
+    describe,
+    identity_at_zero,
     is_inc,
     mark_equal_writes,
     materialize,
@@ -77,16 +80,12 @@ class RowGroup:
         return describe(self.table)
 
 
-def describe(var: Variable) -> str:
-    return var.name or str(var)
-
-
 @dataclass
 class Analysis:
     """The row groups of an updates mapping, and the tables that cannot be one."""
 
     groups: list[RowGroup] = field(default_factory=list)
-    #: Table (or state) name -> why its update cannot be computed row by row.
+    #: Table or state -> why its update cannot be computed row by row.
     rejected: dict[Variable, str] = field(default_factory=dict)
     index: GraphIndex | None = None
     dec: Decomposition | None = None
@@ -297,6 +296,26 @@ def _op_name(var: Variable, dependent: set[Variable]) -> str:
     while var.owner is not None and isinstance(var.owner.op, Elemwise | DimShuffle):
         var = next((i for i in var.owner.inputs if i in dependent), var.owner.inputs[0])
     return type(var.owner.op).__name__ if var.owner is not None else "an input"
+
+
+def linear_without_state(group: RowGroup, dec: Decomposition) -> Linear | None:
+    """The table's decomposition when it has no state and its update is base plus scatters.
+
+    Such an update is the identity at zero gradient under every policy, and the
+    subset update's increments do it without a sort.
+    """
+    if len(group.keys) != 1:
+        return None
+    linear = dec.of(group.values[group.table])
+    return linear if linear.is_update else None
+
+
+def changed_at_zero(group: RowGroup, dependent: set[Variable]) -> Variable | None:
+    """The first key whose update still changes it at zero gradient, or None."""
+    for key in group.keys:
+        if not identity_at_zero(group.values[key], key, group.grads, dependent):
+            return key
+    return None
 
 
 # --------------------------------------------------------------------------- #

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from pytensor.graph.basic import Variable
 from pytensor.graph.fg import FunctionGraph
 from pytensor.graph.rewriting.basic import GraphRewriter, copy_stack_trace
 
-from subsetgrad.graph import Decomposition, identity_at_zero, scatter_dependent
-from subsetgrad.optim.rows import RowGroup, analyse, row_values, touched_rows, write_rows
+from subsetgrad.graph import scatter_dependent
+from subsetgrad.optim.rows import (
+    analyse,
+    changed_at_zero,
+    linear_without_state,
+    row_values,
+    touched_rows,
+    write_rows,
+)
 from subsetgrad.rewrite.subset_update import applied_to, counters
 
 
@@ -52,7 +58,9 @@ class SparseState(GraphRewriter):  # type: ignore[misc]
         assert analysis.index is not None and analysis.dec is not None
         dependent = scatter_dependent(analysis.index)
         for group in analysis.groups:
-            if _linear_without_state(group, analysis.dec) or not _identity(group, dependent):
+            if linear_without_state(group, analysis.dec) is not None:
+                continue  # SubsetUpdate's increments, no sort
+            if changed_at_zero(group, dependent) is not None:
                 continue
             rows = touched_rows(group)
             values = row_values(group, rows)
@@ -64,11 +72,3 @@ class SparseState(GraphRewriter):  # type: ignore[misc]
                 replacements.append((old, new))
             fgraph.replace_all_validate(replacements, reason="subsetgrad_sparse_state")
             counters["sparse_state"] += 1
-
-
-def _linear_without_state(group: RowGroup, dec: Decomposition) -> bool:
-    return len(group.keys) == 1 and dec.of(group.values[group.table]).is_update
-
-
-def _identity(group: RowGroup, dependent: set[Variable]) -> bool:
-    return all(identity_at_zero(group.values[k], k, group.grads, dependent) for k in group.keys)

@@ -7,9 +7,16 @@ from collections.abc import Iterator
 from pytensor.graph.basic import Apply, Variable
 from pytensor.tensor.elemwise import Elemwise
 
-from subsetgrad.graph import GraphIndex, Linear, ancestors, is_scatter_into_zeros, strip_casts
+from subsetgrad.graph import (
+    GraphIndex,
+    Linear,
+    ancestors,
+    describe,
+    is_scatter_into_zeros,
+    strip_casts,
+)
 from subsetgrad.lint.findings import Finding, Severity
-from subsetgrad.lint.program import Program, describe, megabytes, same_table, table_bytes
+from subsetgrad.lint.program import Program, megabytes, same_table, table_bytes
 from subsetgrad.lint.registry import Rule, rule
 from subsetgrad.lint.source import first_location, location_of
 

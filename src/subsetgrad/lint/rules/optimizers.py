@@ -7,9 +7,15 @@ from collections.abc import Iterator
 from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Apply, Variable
 
-from subsetgrad.graph import identity_at_zero, scatter_dependent, scatters_behind
+from subsetgrad.graph import (
+    describe,
+    identity_at_zero,
+    scatter_dependent,
+    scatters_behind,
+    shape_of,
+)
 from subsetgrad.lint.findings import Finding
-from subsetgrad.lint.program import Program, describe, megabytes, same_table, shape_of, table_bytes
+from subsetgrad.lint.program import Program, megabytes, same_table, table_bytes
 from subsetgrad.lint.registry import Rule, rule
 from subsetgrad.lint.source import first_location
 

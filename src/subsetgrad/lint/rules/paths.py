@@ -14,13 +14,14 @@ from pytensor.tensor.subtensor import AdvancedIncSubtensor, AdvancedSubtensor
 from subsetgrad.graph import (
     LOOKUP_OPS,
     ancestors,
+    describe,
     index_of,
     indices_provably_unique,
     is_lookup,
     writes_equal_at_repeats,
 )
 from subsetgrad.lint.findings import Finding, Location
-from subsetgrad.lint.program import Program, describe, same_table
+from subsetgrad.lint.program import Program, same_table
 from subsetgrad.lint.registry import Rule, rule
 from subsetgrad.lint.source import location_of
 
