@@ -14,6 +14,7 @@ from pytensor.graph.traversal import ancestors
 from pytensor.tensor.basic import Alloc, AllocEmpty
 
 import subsetgrad
+from subsetgrad.graph import is_inc
 from subsetgrad.optim import SparseUpdateError, sparse_updates
 from tests.optim import reference as ref
 from tests.optim.test_reference import DTYPES, STEPS, B, D, V, assert_close, hyper, schedule
@@ -249,6 +250,14 @@ def test_sparse_step_builds_nothing_of_the_table_size() -> None:
     assert allocs  # the B x D gradient buffers
     rows = [n.inputs[1] if isinstance(n.op, Alloc) else n.inputs[0] for n in allocs]
     assert not any(W in set(ancestors([r])) for r in rows)
+
+
+@pytest.mark.parametrize("name", ["adam", "adamax", "rmsprop", "momentum"])
+def test_one_segment_sum_per_table(name: str) -> None:
+    """``g`` and ``(1 - beta1) * g`` are one gradient, summed per row once, scaled after."""
+    step, *_ = compile_run(pymc_updates(name), name, "lazy", "float64", "NUMBA")
+    sums = [n for n in step.maker.fgraph.apply_nodes if is_inc(n) and not n.op.set_instead_of_inc]
+    assert len(sums) == 1
 
 
 def test_lint_accepts_the_lazy_updates() -> None:

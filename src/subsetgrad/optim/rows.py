@@ -105,7 +105,9 @@ def analyse(updates: Mapping[Variable, Variable] | Sequence[tuple[Variable, Vari
     # Which pure-scatter gradients each update value reads.
     reads: dict[Variable, list[Variable]] = {}
     for key, value in pairs:
-        grads = _gradients_read(value, dec, dependent)
+        grads = list(
+            dict.fromkeys(_core(g, dec, dependent) for g in _gradients_read(value, dec, dependent))
+        )
         if grads:
             reads[key] = grads
 
@@ -175,6 +177,25 @@ def _plain(var: Variable, dec: Decomposition, dependent: set[Variable]) -> bool:
             if not x.type.broadcastable[0] or x in dependent:
                 return False
     return True
+
+
+def _core(var: Variable, dec: Decomposition, dependent: set[Variable]) -> Variable:
+    """The pure scatter that `var` scales elementwise: ``g`` for ``(1 - beta1) * g``.
+
+    Adam reads ``g`` and ``(1 - beta1) * g``; summing ``g`` per row once and
+    leaving the scale in the row step does one segment-sum where two would do
+    the same work, and scales the sum as the dense update does.
+    """
+    while (node := var.owner) is not None and isinstance(node.op, Elemwise):
+        inner = [i for i, x in enumerate(node.inputs) if x in dependent]
+        if len(inner) != 1 or (node, inner[0]) not in dec.absorbed:
+            break
+        x = node.inputs[inner[0]]
+        lin = dec.linear.get(x)
+        if lin is None or lin.dense is not None or not lin.terms:
+            break
+        var = x
+    return var
 
 
 def _table_of(sources: Iterable[Apply], keys: Sequence[Variable]) -> Variable | None:
