@@ -19,12 +19,10 @@ from subsetgrad.optim import SparseUpdateError, sparse_updates
 from tests.optim import reference as ref
 from tests.optim.test_reference import DTYPES, STEPS, B, D, V, assert_close, hyper, schedule
 
-# Adam and Adamax catch-up is not built: their zero-gradient step is not linear.
-CATCHUP = [name for name in ref.OPTIMIZERS if name not in ref.ADAPTIVE_MOMENT]
 VALID = [
     *((name, "exact") for name in sorted(ref.IDENTITY_AT_ZERO)),
     *((name, "lazy") for name in ref.OPTIMIZERS),
-    *((name, "catchup") for name in CATCHUP),
+    *((name, "catchup") for name in ref.OPTIMIZERS),
 ]
 FAST = "FAST_COMPILE"
 
@@ -95,17 +93,30 @@ def compile_run(
 
 
 def check_against_reference(
-    build: Build, name: str, policy: str, dtype: str, mode: str = FAST, steps: int = STEPS
+    build: Build,
+    name: str,
+    policy: str,
+    dtype: str,
+    mode: str = FAST,
+    steps: int = STEPS,
+    start: int = 0,
 ) -> None:
+    """Run `steps` steps, the optimizer's step counter (Adam's) starting at `start`."""
     step, flush, W, states, result = compile_run(build, name, policy, dtype, mode)
     hy = hyper(name)
     table = W.get_value().copy()
     dense = table.copy()
     sparse_state = ref.init_state(name, table, policy)
     dense_state = ref.init_state(name, dense)
+    if start:
+        (counter,) = [v for v in result.updates if v.type.ndim == 0 and v is not result.step]
+        counter.set_value(np.asarray(start, dtype=counter.type.dtype))
+        dense_state["t"][...] = start
+        if policy == "catchup":
+            sparse_state["last"][:] = start
     rng = np.random.default_rng(2)
     assert len(states) == len(ref.STATE_KEYS[name])
-    for n, rows in enumerate(schedule()[:steps], start=1):
+    for n, rows in enumerate(schedule()[:steps], start=start + 1):
         row_grads = rng.normal(size=(B, D)).astype(dtype)
         step(rows, row_grads)
         ref.sparse_step(name, policy, table, sparse_state, rows, row_grads, n, hy)
@@ -142,13 +153,12 @@ def test_pymc_optimizers_match_the_reference(name: str, policy: str, dtype: str)
 @pytest.mark.parametrize("policy", ["lazy", "catchup"])
 @pytest.mark.parametrize("name", HANDWRITTEN)
 def test_handwritten_optimizers_match_the_reference(name: str, policy: str, dtype: str) -> None:
-    if policy == "catchup" and name in ref.ADAPTIVE_MOMENT:
-        pytest.skip("no closed-form Adam catch-up")
     check_against_reference(handwritten_updates(name), name, policy, dtype)
 
 
 @pytest.mark.parametrize(
-    ("name", "policy"), [("adagrad", "exact"), ("rmsprop", "catchup"), ("adam", "lazy")]
+    ("name", "policy"),
+    [("adagrad", "exact"), ("rmsprop", "catchup"), ("adam", "lazy"), ("adamax", "catchup")],
 )
 @pytest.mark.parametrize("mode", ["NUMBA", "CVM"])
 def test_compiled_backends_match_the_reference(name: str, policy: str, mode: str) -> None:
@@ -182,13 +192,85 @@ def test_exact_refuses_updates_that_act_at_zero_gradient(name: str) -> None:
         sparse_updates(updates, "exact")
 
 
+def bias_horizon(name: str, dtype: str) -> int:
+    """The first step from which the bias-corrected rate no longer changes."""
+    rates = ref.rate(name, np.arange(1, 1 << 17), hyper(name), np.dtype(dtype))
+    return int(np.flatnonzero(rates != rates[-1])[-1]) + 1
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", sorted(ref.ADAPTIVE_MOMENT))
-def test_catchup_says_adam_has_no_closed_form(name: str) -> None:
+@pytest.mark.parametrize("where", ["middle", "across", "after"])
+def test_adaptive_catchup_where_the_bias_correction_runs_out(
+    name: str, dtype: str, where: str
+) -> None:
+    """Gaps where the rate still changes a little, that end after it settles, long after."""
+    horizon = bias_horizon(name, dtype)
+    start = {"middle": horizon // 2, "across": horizon - 15, "after": 1_000_000}[where]
+    check_against_reference(pymc_updates(name), name, "catchup", dtype, start=start)
+
+
+@pytest.mark.parametrize("name", sorted(ref.ADAPTIVE_MOMENT))
+def test_adaptive_catchup_within_the_documented_bound_near_eps(name: str) -> None:
+    """Gradients of 1e-9 to 1e-6 on the rows left idle: where the eps expansion is cut."""
+    scales = np.array([1, 1e-3, 1e-6, 1e-8, 1e-9, 3e-9, 1e-8, 3e-8, 1e-7, 1e-6, 1, 1])[:, None]
+    step, flush, W, _, _ = compile_run(pymc_updates(name), name, "catchup", "float64")
+    hy = hyper(name)
+    dense = W.get_value().copy()
+    dense_state = ref.init_state(name, dense)
+    bounded, bounded_state = dense.copy(), ref.init_state(name, dense, "catchup")
+    rng = np.random.default_rng(2)
+    for n, rows in enumerate(schedule(), start=1):
+        row_grads = scales[rows] * rng.normal(size=(B, D))
+        step(rows, row_grads)
+        grad = np.zeros_like(dense)
+        np.add.at(grad, rows, row_grads)
+        ref.dense_step(name, dense, dense_state, grad, hy)
+        ref.sparse_step(name, "catchup", bounded, bounded_state, rows, row_grads, n, hy)
+    assert flush is not None
+    flush()
+    ref.flush(name, bounded, bounded_state, STEPS, hy)
+    bound = bounded_state["drift_bound"]
+    rounding = 1e-14 * max(1.0, float(np.abs(dense).max()))
+    assert (np.abs(W.get_value() - dense) <= bound + rounding).all()
+    assert bound.max() > 100 * rounding  # the run does reach the eps regime
+
+
+def adam_by_hand(rate: Callable[[Any], Any], beta1: float = 0.9, beta2: float = 0.999) -> Any:
+    """A hand-written Adam whose bias-corrected rate is `rate(t)`, and its table."""
     W = pytensor.shared(np.ones((V, D)), name="emb")
-    idx = pt.lvector("idx")
-    updates = getattr(pm_updates, name)((W[idx] ** 2).sum(), [W])
-    with pytest.raises(SparseUpdateError, match=r"'catchup' cannot handle `emb` \(12x3 float64\)"):
-        sparse_updates(updates, "catchup")
+    g = pytensor.grad((W[pt.lvector("idx")] ** 2).sum(), W)
+    m = pytensor.shared(np.zeros((V, D)), name="m")
+    v = pytensor.shared(np.zeros((V, D)), name="v")
+    t = pytensor.shared(np.asarray(0.0), name="t")
+    new_m = beta1 * m + (1 - beta1) * g
+    new_v = beta2 * v + (1 - beta2) * g**2
+    new_W = W - rate(t + 1) * new_m / (pt.sqrt(new_v) + 1e-8)
+    return {t: t + 1, m: new_m, v: new_v, W: new_W}
+
+
+@pytest.mark.parametrize(
+    ("updates", "message"),
+    [
+        (
+            lambda: adam_by_hand(lambda t: 0.1 / pt.sqrt(t)),
+            r"its step size still changes after \d+ steps",
+        ),
+        (
+            lambda: adam_by_hand(lambda t: pytensor.shared(0.1, name="lr") * (1 - 0.9**t)),
+            r"its step size reads `lr` \(0-d float64\);",
+        ),
+        (
+            lambda: adam_by_hand(lambda t: 0.1, beta1=0.999, beta2=0.99),
+            r"its drift over skipped steps does not converge",
+        ),
+    ],
+    ids=["decaying-rate", "shared-rate", "diverging"],
+)
+def test_adaptive_catchup_refusals_name_the_table(updates: Callable[[], Any], message: str) -> None:
+    prefix = r"'catchup' cannot handle `emb` \(12x3 float64\): "
+    with pytest.raises(SparseUpdateError, match=prefix + message):
+        sparse_updates(updates(), "catchup")
 
 
 def test_repeated_index_rmsprop_is_summed_first() -> None:

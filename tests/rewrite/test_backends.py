@@ -220,3 +220,23 @@ def test_sparse_state_matches_reference(backend: str, name: str) -> None:
     assert subsetgrad.counters["sparse_state"] >= 1
     for a, b in zip(got, sparse.run(build, REFERENCE), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+@pytest.mark.parametrize(
+    ("name", "policy"), [("adam", "lazy"), ("momentum", "catchup"), ("adam", "catchup")]
+)
+def test_sparse_updates_match_reference(backend: str, name: str, policy: str) -> None:
+    """`sparse_updates`' steps and flush, compiled for JAX and PyTorch."""
+    from tests.optim.test_sparse_updates import check_against_reference, pymc_updates
+
+    need(backend)
+    if backend == "PYTORCH" and name == "adam":
+        # The bias correction's beta**t is a Pow, which PyTensor's PyTorch backend
+        # lacks (it calls torch.power): PyMC's dense Adam fails the same way.
+        W, idx = pytensor.shared(np.ones((4, 2))), pytensor.tensor.lvector()
+        dense = pymc_updates(name)((W[idx] ** 2).sum(), W, {})
+        with pytest.raises(AttributeError, match="power"):
+            pytensor.function([idx], [], updates=dense, mode=backend)
+        pytest.xfail("PyTensor's PyTorch backend has no Pow")
+    check_against_reference(pymc_updates(name), name, policy, "float64", backend, steps=8)

@@ -16,22 +16,45 @@ float64: ``A**k = P diag(lambda**k) P^-1``. Each entry of ``A**k`` is then a
 sum of ``n`` per-row powers, and catching up is ``n**2`` multiply-adds per
 element, with ``n`` the number of variables in the group (at most 3).
 
-Adam's and Adamax's parameter step at zero gradient, ``a_t m' / (sqrt(v') + eps)``,
-is not linear in the state and changes with the step; `zero_gradient_map`
-reports it as not linear, and the policy says so.
+Adam's and Adamax's parameter step at zero gradient is not linear: after
+simplification it reads ``p' = p + f(t) * m / (eps + h(x))``, where ``m`` and ``x``
+decay by constant factors (``x' = beta x``, or ``max(beta x, 0)`` for Adamax),
+``h`` scales by ``beta**d`` when ``x`` does (``sqrt`` halves the degree), and
+``f`` is a scalar of the step counter ``t`` (the bias-corrected rate). Step
+``i`` of a gap (``i = 0 .. k-1``) then moves the row by
+``f(t0 + i) rho**i m / (H + eps Q**-i)`` with ``H = h(x)``, ``Q = beta**d``,
+``rho = R/Q``, ``R`` the decay of ``m``. `MomentRatio` expands
+``1/(D + eps*delta_i)`` around ``D = H + eps`` (``delta_i = Q**-i - 1``) to order
+`ORDER` and needs, per row, the sums ``S_n = sum_i f(t0+i) rho**i delta_i**n``.
+Written with the binomial theorem as sums ``G_l(t0, k) = sum_{i<k} f(t0+i) rho_l**i``
+(``rho_l = rho / Q**l``), each is ``Ginf_l(t0) - rho_l**k Ginf_l(t0+k)`` for the
+infinite sums ``Ginf_l``. ``f`` settles to a constant once the bias correction
+has run out (``t >= T``, about 4e4 steps at beta2 = 0.999, found by evaluating
+``f``), so ``Ginf_l`` is a table of ``T + 1`` float64 entries built once, and a
+gap costs a gather and a few multiply-adds per row. What is not exact is the
+per-step ``eps``: the error of one gap is at most
+``|m|/D * (eps/D)**(ORDER+1) * S_{ORDER+1}`` (7e-8 learning rates at Adam's
+defaults in the worst case, ``s`` near ``eps``; float rounding for gradients
+above about 1e-6).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
+import pytensor
 import pytensor.scalar as ps
 import pytensor.tensor as pt
-from pytensor.graph.basic import Constant, Variable
-from pytensor.graph.replace import clone_replace
+from pytensor.compile.mode import Mode
+from pytensor.compile.sharedvalue import SharedVariable
+from pytensor.graph.basic import Apply, Constant, Variable
+from pytensor.graph.replace import clone_replace, graph_replace, vectorize_graph
 from pytensor.graph.rewriting.utils import rewrite_graph
+from pytensor.graph.traversal import ancestors, graph_inputs
 from pytensor.tensor.basic import get_underlying_scalar_constant_value
 from pytensor.tensor.elemwise import DimShuffle, Elemwise
 
@@ -54,11 +77,17 @@ class LinearMap:
         return bool(np.array_equal(self.matrix, np.eye(len(self.keys))))
 
 
-def zero_gradient_map(group: RowGroup) -> LinearMap:
-    """The group's one-step map at zero gradient, or RowUpdateError if it is not linear."""
+def at_zero_gradient(group: RowGroup) -> list[Variable]:
+    """Each key's update with the gradient replaced by zero, simplified."""
     zeros = {g: pt.constant(np.zeros((1,) * g.type.ndim, dtype=g.type.dtype)) for g in group.grads}
     outs = clone_replace([group.values[k] for k in group.keys], replace=zeros, rebuild_strict=False)
-    simplified = rewrite_graph(outs, include=("canonicalize", "stabilize", "specialize"))
+    return list(rewrite_graph(outs, include=("canonicalize", "stabilize", "specialize")))
+
+
+def zero_gradient_map(group: RowGroup, simplified: Sequence[Variable] | None = None) -> LinearMap:
+    """The group's one-step map at zero gradient, or RowUpdateError if it is not linear."""
+    if simplified is None:
+        simplified = at_zero_gradient(group)
     keys = group.keys
     matrix = np.zeros((len(keys), len(keys)))
     for a, out in enumerate(simplified):
@@ -66,8 +95,7 @@ def zero_gradient_map(group: RowGroup) -> LinearMap:
         if coefficients is None:
             raise RowUpdateError(
                 f"at zero gradient the update of {describe(keys[a])} is not a constant "
-                "linear map of the table and its state (Adam-style steps that depend on "
-                "the step count have no closed form here)"
+                "linear map of the table and its state"
             )
         for var, c in coefficients.items():
             matrix[a, keys.index(var)] += c
@@ -146,10 +174,9 @@ class Power:
         ]
         if not terms:
             return None
-        kf = pt.cast(k, "float64")
         total: Variable | None = None
         for wi, lam in terms:
-            part = pt.constant(wi) if lam == 1.0 else wi * pt.power(lam, kf)
+            part = pt.constant(wi) if lam == 1.0 else wi * powers(lam, k)
             total = part if total is None else total + part
         assert total is not None
         return pt.cast(total, dtype)
@@ -179,6 +206,18 @@ def power_coefficients(linear: LinearMap, name: str) -> Power:
     return Power(lam, weights)
 
 
+def powers(base: float, k: Variable) -> Variable:
+    """``base**k`` (float64) for integer `k` >= 0.
+
+    Written with ``exp``: PyTensor's PyTorch backend has no ``Pow``.
+    """
+    kf = pt.cast(k, "float64")
+    if base == 0.0:
+        return pt.cast(pt.eq(k, 0), "float64")
+    magnitude = pt.exp(kf * math.log(abs(base)))
+    return magnitude if base > 0 else magnitude * (1 - 2 * (k % 2))
+
+
 def catch_up(
     linear: LinearMap, power: Power, values: Sequence[Variable], k: Variable
 ) -> list[Variable]:
@@ -204,3 +243,387 @@ def catch_up(
             total = term if total is None else total + term
         out.append(total if total is not None else pt.zeros_like(values[a]))
     return out
+
+
+# --------------------------------------------------------------------------- #
+# Plans: how a row catches up, whatever the form of the zero-gradient step
+# --------------------------------------------------------------------------- #
+class Plan(Protocol):
+    @property
+    def keys(self) -> tuple[Variable, ...]: ...
+
+    @property
+    def is_identity(self) -> bool: ...
+
+    def apply(self, values: Sequence[Variable], k: Variable) -> list[Variable]:
+        """The keys' `values` (rows) after ``k`` (one per row) zero-gradient steps."""
+        ...
+
+
+@dataclass(frozen=True)
+class LinearPlan:
+    linear: LinearMap
+    power: Power | None
+
+    @property
+    def keys(self) -> tuple[Variable, ...]:
+        return self.linear.keys
+
+    @property
+    def is_identity(self) -> bool:
+        return self.power is None
+
+    def apply(self, values: Sequence[Variable], k: Variable) -> list[Variable]:
+        if self.power is None:
+            return list(values)
+        return catch_up(self.linear, self.power, values, k)
+
+
+def plan_catch_up(group: RowGroup, updates: Mapping[Variable, Variable]) -> Plan:
+    """How `group`'s rows catch up, or RowUpdateError saying why they cannot.
+
+    `updates` are all the updates of the step: they say how a step counter advances.
+    """
+    simplified = at_zero_gradient(group)
+    try:
+        linear = zero_gradient_map(group, simplified)
+    except RowUpdateError as not_linear:
+        ratio = moment_ratio(group, simplified, updates)
+        if ratio is None:
+            raise not_linear from None
+        return ratio
+    if linear.is_identity:
+        return LinearPlan(linear, None)
+    return LinearPlan(linear, power_coefficients(linear, group.name))
+
+
+# --------------------------------------------------------------------------- #
+# Adam and Adamax: p' = p + f(t) * m / (eps + h(x))
+# --------------------------------------------------------------------------- #
+#: Order of the expansion in eps (see the module docstring).
+ORDER = 3
+# f(t) is looked for up to this many steps; a rate that still changes is refused.
+_MAX_HORIZON = 1 << 22
+
+
+@dataclass(frozen=True)
+class Decay:
+    """A state's zero-gradient step: ``x' = factor * x``, or ``max(factor * x, 0)``."""
+
+    factor: float
+    clipped: bool
+
+    def apply(self, x: Variable, k: Variable) -> Variable:
+        scale = pt.cast(powers(self.factor, k), x.type.dtype)
+        decayed = scale[_per_row(x)] * x
+        if not self.clipped:
+            return decayed
+        return pt.switch(pt.gt(k, 0)[_per_row(x)], pt.maximum(decayed, 0), x)
+
+
+@dataclass(frozen=True)
+class MomentRatio:
+    """The catch-up of ``p' = p + f(t) m / (eps + h(x))`` with decaying ``m`` and ``x``."""
+
+    keys: tuple[Variable, ...]
+    #: Decay of each state (keys[1:]).
+    decays: tuple[Decay, ...]
+    moment: int
+    norm: int
+    #: ``h`` of the norm key's old value.
+    h: Variable
+    eps: float
+    #: The step counter ``t`` that ``f`` reads (None: ``f`` is constant).
+    counter: Variable | None
+    #: ``rho_l`` for l = 0 .. ORDER.
+    rho: np.ndarray
+    #: ``Ginf_l(t)`` for t = 0 .. horizon, shape (horizon + 1, ORDER + 1).
+    sums: np.ndarray
+
+    @property
+    def is_identity(self) -> bool:
+        return False
+
+    def apply(self, values: Sequence[Variable], k: Variable) -> list[Variable]:
+        sums = pt.constant(self.sums)
+        fade = pt.exp(pt.cast(k, "float64")[:, None] * pt.constant(np.log(self.rho)))
+        if self.counter is None:
+            g = sums[0] * (1 - fade)
+        else:
+            horizon = self.sums.shape[0] - 1
+            now = pt.cast(self.counter, "int64")
+            first = pt.clip(now - k, 0, horizon)
+            g = sums[first] - fade * sums[pt.clip(now, 0, horizon)]
+        # S_n = sum_l C(n, l) (-1)**(n - l) G_l
+        binomial = np.array(
+            [
+                [math.comb(n, j) * (-1) ** (n - j) for j in range(ORDER + 1)]
+                for n in range(ORDER + 1)
+            ],
+            dtype="float64",
+        )
+        series_sums = pt.dot(g, pt.constant(binomial.T))
+        p, m, x = values[0], values[self.moment], values[self.norm]
+        row = _per_row(p)
+        h = graph_replace(self.h, {self.keys[self.norm]: x}, strict=False)
+        den = pt.cast(h, "float64") + self.eps
+        frac = self.eps / den
+        series = series_sums[:, ORDER][row]
+        for n in reversed(range(ORDER)):
+            series = series_sums[:, n][row] - frac * series
+        drift = pt.cast(m, "float64") / den * series
+        out = [p + pt.cast(drift, p.type.dtype)]
+        out.extend(d.apply(v, k) for d, v in zip(self.decays, values[1:], strict=True))
+        return out
+
+
+def _per_row(x: Variable) -> tuple[slice | None, ...]:
+    ndim: int = x.type.ndim
+    return (slice(None),) + (None,) * (ndim - 1)
+
+
+def moment_ratio(
+    group: RowGroup, simplified: Sequence[Variable], updates: Mapping[Variable, Variable]
+) -> MomentRatio | None:
+    """The group's zero-gradient step as `MomentRatio`, or None if it has another form.
+
+    Raises RowUpdateError where it has the form but cannot be caught up (a rate
+    that never settles, a series that does not converge).
+    """
+    keys = group.keys
+    decays = [_decay(out, key) for out, key in zip(simplified[1:], keys[1:], strict=True)]
+    if any(d is None for d in decays):
+        return None
+    found = _table_drift(simplified[0], keys[0])
+    if found is None:
+        return None
+    sign, drift = found
+    scalars: list[tuple[Variable, bool]] = []
+    moment = norm = None
+    for factor, upper in _factors(drift):
+        if all(factor.type.broadcastable):
+            if set(ancestors([factor])) & set(keys):
+                return None
+            scalars.append((factor, upper))
+            continue
+        bare = strip_wrappers(factor)
+        if upper and bare in keys[1:] and moment is None:
+            moment = keys.index(bare)
+            continue
+        if not upper and norm is None:
+            norm = _norm(bare, keys)
+            if norm is not None:
+                continue
+        return None
+    if moment is None or norm is None:
+        return None
+    (n_key, h, eps, degree) = norm
+    decay_m, decay_x = decays[moment - 1], decays[n_key - 1]
+    assert decay_m is not None and decay_x is not None
+    if decay_m.clipped or (decay_x.clipped and not _clamped(h, keys[n_key])):
+        return None
+    q = decay_x.factor**degree
+    rho = decay_m.factor / q ** np.arange(1, ORDER + 2)
+    if not (q > 0 and np.all(np.abs(rho) < 1)):
+        raise RowUpdateError(
+            "its drift over skipped steps does not converge "
+            f"(moment decay {decay_m.factor:g}, norm decay {q:g})"
+        )
+    from scipy.signal import lfilter  # (slow to import; only Adam-style catch-up needs it)
+
+    rate: Variable = pt.constant(np.int8(sign))
+    for factor, upper in scalars:
+        rate = rate * factor if upper else rate / factor
+    counter, values = _rate_values(group, rate, updates)
+    last = float(values[-1])
+    changing = np.flatnonzero(values != last)
+    horizon = int(changing[-1]) + 1 if changing.size else 0
+    sums = np.empty((horizon + 1, ORDER + 1))
+    for n, r in enumerate(rho):
+        # Ginf(t) = f(t) + r Ginf(t + 1), from Ginf(horizon) = f_inf / (1 - r)
+        tail = last / (1 - r)
+        sums[horizon, n] = tail
+        if horizon:
+            backward = lfilter([1.0], [1.0, -r], values[horizon - 1 :: -1], zi=[r * tail])[0]
+            sums[:horizon, n] = backward[::-1]
+    return MomentRatio(
+        keys=keys,
+        decays=tuple(d for d in decays if d is not None),
+        moment=moment,
+        norm=n_key,
+        h=h,
+        eps=eps,
+        counter=counter,
+        rho=rho,
+        sums=sums,
+    )
+
+
+def _decay(out: Variable, key: Variable) -> Decay | None:
+    out = strip_wrappers(out)
+    clipped = False
+    if _is_elemwise(out, ps.Maximum):
+        inner = [i for i in out.owner.inputs if _constant(i) != 0.0]
+        if len(inner) != 1 or len(out.owner.inputs) != 2:
+            return None
+        clipped, out = True, inner[0]
+    coefficients = _linear(out, {key})
+    if coefficients is None or set(coefficients) != {key} or not coefficients[key] > 0:
+        return None
+    return Decay(coefficients[key], clipped)
+
+
+def _table_drift(out: Variable, table: Variable) -> tuple[float, Variable] | None:
+    """``(sign, drift)`` for ``out = table + sign * drift``, drift free of the table."""
+    out = strip_wrappers(out)
+    node = out.owner
+    if node is None or len(node.inputs) != 2:
+        return None
+    a, b = (strip_wrappers(i) for i in node.inputs)
+    if _is_elemwise(out, ps.Sub) and a is table:
+        sign, drift = -1.0, node.inputs[1]
+    elif _is_elemwise(out, ps.Add) and table in (a, b):
+        sign, drift = 1.0, node.inputs[1] if a is table else node.inputs[0]
+    else:
+        return None
+    if table in set(ancestors([drift])):
+        return None
+    return sign, drift
+
+
+def _factors(var: Variable, upper: bool = True) -> list[tuple[Variable, bool]]:
+    """`var` as a product of factors, each with True in the numerator, False below."""
+    bare = strip_wrappers(var)
+    node = bare.owner
+    if node is not None and isinstance(node.op, DimShuffle) and _only_broadcasts(node):
+        return _factors(node.inputs[0], upper)
+    if _is_elemwise(bare, ps.Mul):
+        return [f for i in node.inputs for f in _factors(i, upper)]
+    if _is_elemwise(bare, ps.TrueDiv):
+        return [*_factors(node.inputs[0], upper), *_factors(node.inputs[1], not upper)]
+    if _is_elemwise(bare, ps.Neg):
+        return [(pt.constant(np.int8(-1)), upper), *_factors(node.inputs[0], upper)]
+    return [(var, upper)]
+
+
+def _norm(var: Variable, keys: Sequence[Variable]) -> tuple[int, Variable, float, float] | None:
+    """``eps + h(x)`` as (index of x, h, eps, degree of h in x), or None."""
+    if not _is_elemwise(var, ps.Add) or len(var.owner.inputs) != 2:
+        return None
+    for i, j in ((0, 1), (1, 0)):
+        eps = _constant(var.owner.inputs[i])
+        if eps is None or eps < 0:
+            continue
+        h = var.owner.inputs[j]
+        found = _degree(h, keys)
+        if found is not None:
+            return (found[0], h, eps, found[1])
+    return None
+
+
+def _degree(h: Variable, keys: Sequence[Variable]) -> tuple[int, float] | None:
+    """(index of x, d) when ``h(c x) = c**d h(x)`` for every c > 0, h built from x alone."""
+    degree, var = 1.0, strip_wrappers(h)
+    while var not in keys[1:]:
+        node = var.owner
+        if node is None:
+            return None
+        if isinstance(node.op, DimShuffle) and _only_broadcasts(node):
+            var = strip_wrappers(node.inputs[0])
+            continue
+        inner = [i for i in node.inputs if _constant(i) is None]
+        if len(inner) != 1 or not isinstance(node.op, Elemwise):
+            return None
+        scalar = node.op.scalar_op
+        constants = [_constant(i) for i in node.inputs if i is not inner[0]]
+        scales = isinstance(scalar, ps.Mul) and all(c is not None and c > 0 for c in constants)
+        clips = isinstance(scalar, ps.Maximum) and constants == [0.0]
+        if isinstance(scalar, ps.Sqrt):
+            degree /= 2
+        elif not (scales or clips):
+            return None
+        var = strip_wrappers(inner[0])
+    return keys.index(var), degree
+
+
+def _clamped(h: Variable, x: Variable) -> bool:
+    """Whether ``h`` takes ``max(., 0)`` of ``x`` before anything but a positive scale.
+
+    A clipped state (``x' = max(beta x, 0)``) is ``beta**i max(x, 0)`` after ``i``
+    steps, not ``beta**i x``; ``h`` scales with it only if it clips ``x`` itself.
+    """
+    path: list[Apply] = []
+    var = strip_wrappers(h)
+    while var is not x and var.owner is not None:
+        path.append(var.owner)
+        var = strip_wrappers(next(i for i in var.owner.inputs if _constant(i) is None))
+    for node in reversed(path):
+        scalar = getattr(node.op, "scalar_op", None)
+        if isinstance(scalar, ps.Maximum):
+            return True
+        if not (isinstance(node.op, DimShuffle) or isinstance(scalar, ps.Mul)):
+            return False
+    return False
+
+
+def _rate_values(
+    group: RowGroup, rate: Variable, updates: Mapping[Variable, Variable]
+) -> tuple[Variable | None, np.ndarray]:
+    """The counter the rate ``f`` reads, and ``f(t)`` for t = 0, 1, ... until it settles."""
+    free = [v for v in graph_inputs([rate]) if not isinstance(v, Constant)]
+    if not free:
+        value = float(rate.eval())
+        return None, np.array([value])
+    counters = [v for v in free if v.type.ndim == 0 and _counts_steps(v, updates)]
+    others = [v for v in free if v not in counters[:1]]
+    if others:
+        names = ", ".join(describe(v) for v in others)
+        raise RowUpdateError(
+            f"its step size reads {names}; catch-up needs a step size computed from "
+            "constants and one step counter (a shared scalar updated to itself + 1)"
+        )
+    counter = counters[0]
+    at = pt.vector(dtype=counter.type.dtype)
+    batched = vectorize_graph(rate, replace={counter: at}).flatten()
+    evaluate = pytensor.function([at], batched, mode=Mode(linker="py", optimizer=None))
+    length = 1 << 16
+    while True:
+        values = np.asarray(evaluate(np.arange(length, dtype=counter.type.dtype)), "float64")
+        if not np.all(np.isfinite(values)):
+            bad = int(np.flatnonzero(~np.isfinite(values))[0])
+            raise RowUpdateError(f"its step size is not finite at step {bad}")
+        if np.all(values[length // 2 :] == values[-1]):
+            return counter, values
+        if length >= _MAX_HORIZON:
+            raise RowUpdateError(
+                f"its step size still changes after {length} steps, so skipped steps "
+                "have no closed form (a decaying learning rate?)"
+            )
+        length *= 2
+
+
+def _counts_steps(counter: Variable, updates: Mapping[Variable, Variable]) -> bool:
+    """Whether `counter` is a shared non-negative whole number updated to ``counter + 1``."""
+    if counter not in updates or not isinstance(counter, SharedVariable):
+        return False
+    value = float(np.asarray(counter.get_value(borrow=True)))
+    if value < 0 or value != int(value):
+        return False
+    step = rewrite_graph(updates[counter] - counter, include=("canonicalize", "specialize"))
+    return _constant(pt.as_tensor(step)) == 1.0
+
+
+def _is_elemwise(var: Variable, scalar_type: type) -> bool:
+    node = var.owner
+    return (
+        node is not None
+        and isinstance(node.op, Elemwise)
+        and isinstance(node.op.scalar_op, scalar_type)
+    )
+
+
+def _only_broadcasts(node: Apply) -> bool:
+    """A DimShuffle that only adds broadcastable axes (``ExpandDims``)."""
+    op = node.op
+    assert isinstance(op, DimShuffle)
+    return [d for d in op.new_order if d != "x"] == list(range(node.inputs[0].type.ndim))

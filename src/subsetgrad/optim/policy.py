@@ -12,7 +12,7 @@ from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Variable
 
 from subsetgrad.graph import describe, scatter_dependent
-from subsetgrad.optim.catchup import catch_up, power_coefficients, zero_gradient_map
+from subsetgrad.optim.catchup import plan_catch_up
 from subsetgrad.optim.rows import (
     RowGroup,
     Rows,
@@ -133,23 +133,21 @@ def _catch_up_step(
     flush: dict[Variable, Variable],
 ) -> dict[Variable, Variable]:
     try:
-        linear = zero_gradient_map(group)
-        if linear.is_identity:
-            return row_values(group, rows)
-        power = power_coefficients(linear, group.name)
+        plan = plan_catch_up(group, new)
     except RowUpdateError as err:
         raise SparseUpdateError(f"policy 'catchup' cannot handle {group.name}: {err}") from None
+    if plan.is_identity:
+        return row_values(group, rows)
     table = group.table
     if not isinstance(table, SharedVariable):
         raise SparseUpdateError(f"policy 'catchup' needs {group.name} to be a shared variable")
     n_rows = np.shape(table.get_value(borrow=True))[0]
     last = pytensor.shared(np.zeros(n_rows, dtype=np.int64), name=f"{group.name}_last_step")
-    keys = list(linear.keys)
+    keys = list(plan.keys)
     skipped = step - last[rows.rows]
-    caught = catch_up(linear, power, [k[rows.rows] for k in keys], skipped)
+    caught = plan.apply([k[rows.rows] for k in keys], skipped)
     values = row_values(group, rows, dict(zip(keys, caught, strict=True)))
     new[last] = pt.set_subtensor(last[rows.rows], step + 1)
-    flushed = catch_up(linear, power, keys, step - last)
-    flush.update(zip(keys, flushed, strict=True))
+    flush.update(zip(keys, plan.apply(keys, step - last), strict=True))
     flush[last] = pt.full_like(last, step)
     return values
