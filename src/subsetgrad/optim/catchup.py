@@ -176,7 +176,7 @@ class Power:
             return None
         total: Variable | None = None
         for wi, lam in terms:
-            part = pt.constant(wi) if lam == 1.0 else wi * powers(lam, k)
+            part = pt.constant(wi) if lam == 1.0 else wi * powers([lam], k)[0]
             total = part if total is None else total + part
         assert total is not None
         return pt.cast(total, dtype)
@@ -206,16 +206,44 @@ def power_coefficients(linear: LinearMap, name: str) -> Power:
     return Power(lam, weights)
 
 
-def powers(base: float, k: Variable) -> Variable:
-    """``base**k`` (float64) for integer `k` >= 0.
+_LOW = 256  # powers are looked up as base**(k % 256) * (base**256)**(k // 256)
+_MAX_HIGH = 1 << 16
 
-    Written with ``exp``: PyTensor's PyTorch backend has no ``Pow``.
+
+def powers(bases: Sequence[float], k: Variable) -> list[Variable]:
+    """``base**k`` (float64) for each of `bases`, for integer `k` >= 0 (one per row).
+
+    Where ``|base| <= 1`` and the powers reach zero within ``256 * 2**16`` steps,
+    two lookups in one-dimensional tables of exact powers: far cheaper than an
+    ``exp`` (and than a gather of rows of a 2-d table, in NUMBA). Otherwise
+    ``exp(k log|base|)``: PyTensor's PyTorch backend has no ``Pow``.
     """
     kf = pt.cast(k, "float64")
-    if base == 0.0:
-        return pt.cast(pt.eq(k, 0), "float64")
-    magnitude = pt.exp(kf * math.log(abs(base)))
-    return magnitude if base > 0 else magnitude * (1 - 2 * (k % 2))
+    out = []
+    for base in bases:
+        size = abs(base)
+        span = math.ceil(745 / (_LOW * -math.log(size))) if 0 < size < 1 else 0
+        if base == 0.0:
+            out.append(pt.cast(pt.eq(k, 0), "float64"))
+        elif size <= 1 and span <= _MAX_HIGH:
+            low = pt.constant(base ** np.arange(_LOW, dtype="float64"))
+            high = pt.constant(base ** (_LOW * np.arange(span + 1, dtype="float64")))
+            # (no % : PyTensor's PyTorch backend has no Mod)
+            block = k // _LOW
+            out.append(low[_small(k - block * _LOW)] * high[_small(pt.minimum(block, span))])
+        else:
+            power = pt.exp(kf * math.log(size))
+            out.append(power if base > 0 else power * (1 - 2 * (k - 2 * (k // 2))))
+    return out
+
+
+def _small(index: Variable) -> Variable:
+    """An index into a table of under 2**31 entries, as int32.
+
+    NUMBA gathers with a computed int64 index about ten times slower than with
+    an int32 one (measured on PyTensor 3.3.7).
+    """
+    return pt.cast(index, "int32")
 
 
 def catch_up(
@@ -313,9 +341,9 @@ class Decay:
     factor: float
     clipped: bool
 
-    def apply(self, x: Variable, k: Variable) -> Variable:
-        scale = pt.cast(powers(self.factor, k), x.type.dtype)
-        decayed = scale[_per_row(x)] * x
+    def apply(self, x: Variable, k: Variable, power: Variable) -> Variable:
+        """`x` after `k` steps; `power` is ``factor**k``."""
+        decayed = pt.cast(power, x.type.dtype)[_per_row(x)] * x
         if not self.clipped:
             return decayed
         return pt.switch(pt.gt(k, 0)[_per_row(x)], pt.maximum(decayed, 0), x)
@@ -345,35 +373,40 @@ class MomentRatio:
         return False
 
     def apply(self, values: Sequence[Variable], k: Variable) -> list[Variable]:
-        sums = pt.constant(self.sums)
-        fade = pt.exp(pt.cast(k, "float64")[:, None] * pt.constant(np.log(self.rho)))
-        if self.counter is None:
-            g = sums[0] * (1 - fade)
-        else:
-            horizon = self.sums.shape[0] - 1
+        factors = [d.factor for d in self.decays]
+        (*fades,) = powers([*self.rho, *factors], k)
+        fades, decayed = fades[: len(self.rho)], fades[len(self.rho) :]
+        g = []  # G_l(t0, k) = Ginf_l(t0) - rho_l**k Ginf_l(t0 + k), per row
+        for column, fade in zip(self.sums.T, fades, strict=True):
+            if self.counter is None:
+                g.append(column[0] * (1 - fade))
+                continue
+            horizon = len(column) - 1
             now = pt.cast(self.counter, "int64")
-            first = pt.clip(now - k, 0, horizon)
-            g = sums[first] - fade * sums[pt.clip(now, 0, horizon)]
-        # S_n = sum_l C(n, l) (-1)**(n - l) G_l
-        binomial = np.array(
-            [
-                [math.comb(n, j) * (-1) ** (n - j) for j in range(ORDER + 1)]
-                for n in range(ORDER + 1)
-            ],
-            dtype="float64",
-        )
-        series_sums = pt.dot(g, pt.constant(binomial.T))
+            ginf = pt.constant(np.ascontiguousarray(column))
+            first = _small(pt.clip(now - k, 0, horizon))
+            g.append(ginf[first] - fade * ginf[pt.clip(now, 0, horizon)])
         p, m, x = values[0], values[self.moment], values[self.norm]
-        row = _per_row(p)
+        dtype, row = p.type.dtype, _per_row(p)
+        # S_n = sum_l C(n, l) (-1)**(n - l) G_l, in float64: the terms cancel.
+        # (Per-row vectors: a (V, 4) @ (4, 4) dot is far slower on skinny arrays.)
+        series_sums = [
+            pt.cast(sum(math.comb(n, j) * (-1) ** (n - j) * g[j] for j in range(n + 1)), dtype)
+            for n in range(ORDER + 1)
+        ]
+        # Per element in the table's dtype: the rest is one rounding of the drift.
         h = graph_replace(self.h, {self.keys[self.norm]: x}, strict=False)
-        den = pt.cast(h, "float64") + self.eps
-        frac = self.eps / den
-        series = series_sums[:, ORDER][row]
+        eps = pt.constant(np.asarray(self.eps, dtype=dtype))
+        inverse = pt.cast(1, dtype) / (pt.cast(h, dtype) + eps)
+        frac = eps * inverse
+        series = series_sums[ORDER][row]
         for n in reversed(range(ORDER)):
-            series = series_sums[:, n][row] - frac * series
-        drift = pt.cast(m, "float64") / den * series
-        out = [p + pt.cast(drift, p.type.dtype)]
-        out.extend(d.apply(v, k) for d, v in zip(self.decays, values[1:], strict=True))
+            series = series_sums[n][row] - frac * series
+        out = [p + pt.cast(m, dtype) * inverse * series]
+        out.extend(
+            d.apply(v, k, power)
+            for d, v, power in zip(self.decays, values[1:], decayed, strict=True)
+        )
         return out
 
 
