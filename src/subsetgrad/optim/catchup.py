@@ -374,8 +374,8 @@ class MomentRatio:
 
     def apply(self, values: Sequence[Variable], k: Variable) -> list[Variable]:
         factors = [d.factor for d in self.decays]
-        (*fades,) = powers([*self.rho, *factors], k)
-        fades, decayed = fades[: len(self.rho)], fades[len(self.rho) :]
+        both = powers([*self.rho, *factors], k)
+        fades, decayed = both[: len(self.rho)], both[len(self.rho) :]
         g = []  # G_l(t0, k) = Ginf_l(t0) - rho_l**k Ginf_l(t0 + k), per row
         for column, fade in zip(self.sums.T, fades, strict=True):
             if self.counter is None:
@@ -394,7 +394,7 @@ class MomentRatio:
             pt.cast(sum(math.comb(n, j) * (-1) ** (n - j) * g[j] for j in range(n + 1)), dtype)
             for n in range(ORDER + 1)
         ]
-        # Per element in the table's dtype: the rest is one rounding of the drift.
+        # Per element in the table's dtype, as the dense step computes it.
         h = graph_replace(self.h, {self.keys[self.norm]: x}, strict=False)
         eps = pt.constant(np.asarray(self.eps, dtype=dtype))
         inverse = pt.cast(1, dtype) / (pt.cast(h, dtype) + eps)
