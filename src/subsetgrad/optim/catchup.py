@@ -206,34 +206,23 @@ def power_coefficients(linear: LinearMap, name: str) -> Power:
     return Power(lam, weights)
 
 
-_LOW = 256  # powers are looked up as base**(k % 256) * (base**256)**(k // 256)
-_MAX_HIGH = 1 << 16
-
-
 def powers(bases: Sequence[float], k: Variable) -> list[Variable]:
     """``base**k`` (float64) for each of `bases`, for integer `k` >= 0 (one per row).
 
-    Where ``|base| <= 1`` and the powers reach zero within ``256 * 2**16`` steps,
-    two lookups in one-dimensional tables of exact powers: far cheaper than an
-    ``exp`` (and than a gather of rows of a 2-d table, in NUMBA). Otherwise
-    ``exp(k log|base|)``: PyTensor's PyTorch backend has no ``Pow``.
+    As ``exp(k log|base|)``: PyTensor's PyTorch backend has no ``Pow``, and an
+    elementwise ``exp`` fuses with its neighbours. (Lookups in tables of exact
+    powers measured slower: each gather makes a new V-long array, and the
+    allocator hands those back to the system and page-faults them in again.)
     """
     kf = pt.cast(k, "float64")
     out = []
     for base in bases:
-        size = abs(base)
-        span = math.ceil(745 / (_LOW * -math.log(size))) if 0 < size < 1 else 0
         if base == 0.0:
             out.append(pt.cast(pt.eq(k, 0), "float64"))
-        elif size <= 1 and span <= _MAX_HIGH:
-            low = pt.constant(base ** np.arange(_LOW, dtype="float64"))
-            high = pt.constant(base ** (_LOW * np.arange(span + 1, dtype="float64")))
-            # (no % : PyTensor's PyTorch backend has no Mod)
-            block = k // _LOW
-            out.append(low[_small(k - block * _LOW)] * high[_small(pt.minimum(block, span))])
-        else:
-            power = pt.exp(kf * math.log(size))
-            out.append(power if base > 0 else power * (1 - 2 * (k - 2 * (k // 2))))
+            continue
+        power = pt.exp(kf * math.log(abs(base)))
+        # (no %: PyTensor's PyTorch backend has no Mod either)
+        out.append(power if base > 0 else power * (1 - 2 * (k - 2 * (k // 2))))
     return out
 
 
