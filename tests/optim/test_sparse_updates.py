@@ -236,16 +236,25 @@ def test_adaptive_catchup_within_the_documented_bound_near_eps(name: str) -> Non
     assert bound.max() > 100 * rounding  # the run does reach the eps regime
 
 
-def adam_by_hand(rate: Callable[[Any], Any], beta1: float = 0.9, beta2: float = 0.999) -> Any:
-    """A hand-written Adam whose bias-corrected rate is `rate(t)`, and its table."""
-    W = pytensor.shared(np.ones((V, D)), name="emb")
-    g = pytensor.grad((W[pt.lvector("idx")] ** 2).sum(), W)
+def adam_by_hand(
+    rate: Callable[[Any], Any],
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    norm: Callable[[Any], Any] = pt.sqrt,
+    W: Any = None,
+    idx: Any = None,
+    C: Any = None,
+) -> Any:
+    """A hand-written Adam on ``sum(W[idx] * C)`` whose step size is `rate(t)`."""
+    W = pytensor.shared(np.ones((V, D)), name="emb") if W is None else W
+    idx = pt.lvector("idx") if idx is None else idx
+    g = pytensor.grad((W[idx] * (1.0 if C is None else C)).sum(), W)
     m = pytensor.shared(np.zeros((V, D)), name="m")
     v = pytensor.shared(np.zeros((V, D)), name="v")
     t = pytensor.shared(np.asarray(0.0), name="t")
     new_m = beta1 * m + (1 - beta1) * g
     new_v = beta2 * v + (1 - beta2) * g**2
-    new_W = W - rate(t + 1) * new_m / (pt.sqrt(new_v) + 1e-8)
+    new_W = W - rate(t + 1) * new_m / (norm(new_v) + 1e-8)
     return {t: t + 1, m: new_m, v: new_v, W: new_W}
 
 
@@ -254,7 +263,17 @@ def adam_by_hand(rate: Callable[[Any], Any], beta1: float = 0.9, beta2: float = 
     [
         (
             lambda: adam_by_hand(lambda t: 0.1 / pt.sqrt(t)),
-            r"its step size still changes after \d+ steps",
+            r"its step size reads the step counter other than through powers",
+        ),
+        (
+            # A step schedule: constant for the first 300k steps, which sampling would miss.
+            lambda: adam_by_hand(lambda t: pt.switch(pt.lt(t, 300_000), 1e-3, 1e-4)),
+            r"its step size reads the step counter other than through powers",
+        ),
+        (
+            # eps + 0.5 v can be below eps: the expansion in eps would diverge.
+            lambda: adam_by_hand(lambda t: 0.1, norm=lambda v: 0.5 * v),
+            r"at zero gradient its step is neither a constant linear map .* nor Adam's form",
         ),
         (
             lambda: adam_by_hand(lambda t: pytensor.shared(0.1, name="lr") * (1 - 0.9**t)),
@@ -265,12 +284,73 @@ def adam_by_hand(rate: Callable[[Any], Any], beta1: float = 0.9, beta2: float = 
             r"its drift over skipped steps does not converge",
         ),
     ],
-    ids=["decaying-rate", "shared-rate", "diverging"],
+    ids=["decaying-rate", "step-schedule", "signed-norm", "shared-rate", "diverging"],
 )
 def test_adaptive_catchup_refusals_name_the_table(updates: Callable[[], Any], message: str) -> None:
     prefix = r"'catchup' cannot handle `emb` \(12x3 float64\): "
     with pytest.raises(SparseUpdateError, match=prefix + message):
         sparse_updates(updates(), "catchup")
+
+
+@pytest.mark.parametrize(
+    "rate",
+    [lambda t: 1e-2, lambda t: 1e-2 * pt.sqrt(1 - 0.999 ** (2 * t)) / (1 - 0.9**t)],
+    ids=["no-bias-correction", "counter-times-two"],
+)
+def test_adaptive_catchup_equals_a_dense_replay(rate: Callable[[Any], Any]) -> None:
+    """Adam forms beyond PyMC's: a constant rate, a rate reading 2t; against the dense run."""
+    rng = np.random.default_rng(3)
+    start = rng.normal(size=(V, D))
+    runs = []
+    for policy in ("dense", "catchup"):
+        W = pytensor.shared(start.copy(), name="emb")
+        idx, C = pt.lvector("idx"), pt.matrix("C")
+        updates = adam_by_hand(rate, W=W, idx=idx, C=C)
+        sparse = sparse_updates(updates, "catchup") if policy == "catchup" else None
+        step = pytensor.function(
+            [idx, C], [], updates=updates if sparse is None else sparse.updates, mode=FAST
+        )
+        flush = pytensor.function([], [], updates=sparse.flush, mode=FAST) if sparse else None
+        grads = np.random.default_rng(4)
+        for rows in schedule():
+            step(rows, grads.normal(size=(B, D)))
+        if flush is not None:
+            flush()
+        runs.append(W.get_value())
+    assert_close(runs[1], runs[0], "float64")
+    assert not np.allclose(runs[0], start)
+
+
+def nonlinear_run(name: str, policy: str) -> Any:
+    """PyMC's `name` on ``sum(W[idx]**2 * C)``: the gradient reads the looked-up rows."""
+    W = pytensor.shared(np.random.default_rng(3).normal(size=(V, D)), name="emb")
+    idx, C = pt.lvector("idx"), pt.matrix("C")
+    updates = pymc_updates(name)(((W[idx] ** 2) * C).sum(), W, hyper(name))
+    if policy == "dense":
+        step = pytensor.function([idx, C], [], updates=updates, mode=FAST)
+        flush = None
+    else:
+        sparse = sparse_updates(updates, policy)
+        step = pytensor.function([idx, C], [], updates=sparse.updates, mode=FAST)
+        flush = pytensor.function([], [], updates=sparse.flush, mode=FAST)
+    grads = np.random.default_rng(4)
+    for rows in schedule():
+        step(rows, 0.1 * grads.normal(size=(B, D)))
+    if flush is not None:
+        flush()
+    return W.get_value()
+
+
+@pytest.mark.parametrize("name", ["momentum", "adam"])
+def test_catchup_refuses_a_gradient_that_reads_stale_rows(name: str) -> None:
+    """Their parameters move at zero gradient; a row read before catching up is stale."""
+    with pytest.raises(SparseUpdateError, match=r"the step reads `emb` .* choose policy='lazy'"):
+        nonlinear_run(name, "catchup")
+
+
+def test_catchup_of_state_only_allows_a_nonlinear_model() -> None:
+    """RMSprop's parameter stays at zero gradient: only its accumulator catches up."""
+    assert_close(nonlinear_run("rmsprop", "catchup"), nonlinear_run("rmsprop", "dense"), "float64")
 
 
 def test_repeated_index_rmsprop_is_summed_first() -> None:

@@ -272,6 +272,11 @@ class Plan(Protocol):
     @property
     def is_identity(self) -> bool: ...
 
+    @property
+    def moving(self) -> tuple[Variable, ...]:
+        """The keys that a zero-gradient step changes."""
+        ...
+
     def apply(self, values: Sequence[Variable], k: Variable) -> list[Variable]:
         """The keys' `values` (rows) after ``k`` (one per row) zero-gradient steps."""
         ...
@@ -290,6 +295,12 @@ class LinearPlan:
     def is_identity(self) -> bool:
         return self.power is None
 
+    @property
+    def moving(self) -> tuple[Variable, ...]:
+        unit = np.eye(len(self.keys))
+        rows = zip(self.keys, self.linear.matrix, unit, strict=True)
+        return tuple(k for k, row, e in rows if not np.array_equal(row, e))
+
     def apply(self, values: Sequence[Variable], k: Variable) -> list[Variable]:
         if self.power is None:
             return list(values)
@@ -304,10 +315,13 @@ def plan_catch_up(group: RowGroup, updates: Mapping[Variable, Variable]) -> Plan
     simplified = at_zero_gradient(group)
     try:
         linear = zero_gradient_map(group, simplified)
-    except RowUpdateError as not_linear:
+    except RowUpdateError:
         ratio = moment_ratio(group, simplified, updates)
         if ratio is None:
-            raise not_linear from None
+            raise RowUpdateError(
+                "at zero gradient its step is neither a constant linear map of the table "
+                "and its state nor Adam's form p + f(t) m / (eps + h(x))"
+            ) from None
         return ratio
     if linear.is_identity:
         return LinearPlan(linear, None)
@@ -317,8 +331,12 @@ def plan_catch_up(group: RowGroup, updates: Mapping[Variable, Variable]) -> Plan
 # --------------------------------------------------------------------------- #
 # Adam and Adamax: p' = p + f(t) * m / (eps + h(x))
 # --------------------------------------------------------------------------- #
-#: Order of the expansion in eps (see the module docstring).
+#: Lowest order of the expansion in eps (see the module docstring); higher where
+#: the decays make the terms fall slowly, up to _MAX_ORDER.
 ORDER = 3
+_MAX_ORDER = 12
+#: Largest error bound of one gap accepted, in learning rates per unit of |m| / h.
+_TOLERANCE = 1e-6
 # f(t) is looked for up to this many steps; a rate that still changes is refused.
 _MAX_HORIZON = 1 << 22
 
@@ -352,14 +370,19 @@ class MomentRatio:
     eps: float
     #: The step counter ``t`` that ``f`` reads (None: ``f`` is constant).
     counter: Variable | None
-    #: ``rho_l`` for l = 0 .. ORDER.
+    #: ``rho_l`` for l = 0 .. the order of the expansion.
     rho: np.ndarray
-    #: ``Ginf_l(t)`` for t = 0 .. horizon, shape (horizon + 1, ORDER + 1).
+    #: ``Ginf_l(t)`` for t = 0 .. horizon, shape (horizon + 1, order + 1).
     sums: np.ndarray
 
     @property
     def is_identity(self) -> bool:
         return False
+
+    @property
+    def moving(self) -> tuple[Variable, ...]:
+        still = [d.factor == 1 and not d.clipped for d in self.decays]
+        return (self.keys[0], *(k for k, s in zip(self.keys[1:], still, strict=True) if not s))
 
     def apply(self, values: Sequence[Variable], k: Variable) -> list[Variable]:
         factors = [d.factor for d in self.decays]
@@ -381,15 +404,16 @@ class MomentRatio:
         # (Per-row vectors: a (V, 4) @ (4, 4) dot is far slower on skinny arrays.)
         series_sums = [
             pt.cast(sum(math.comb(n, j) * (-1) ** (n - j) * g[j] for j in range(n + 1)), dtype)
-            for n in range(ORDER + 1)
+            for n in range(len(self.rho))
         ]
         # Per element in the table's dtype, as the dense step computes it.
         h = graph_replace(self.h, {self.keys[self.norm]: x}, strict=False)
         eps = pt.constant(np.asarray(self.eps, dtype=dtype))
         inverse = pt.cast(1, dtype) / (pt.cast(h, dtype) + eps)
         frac = eps * inverse
-        series = series_sums[ORDER][row]
-        for n in reversed(range(ORDER)):
+        order = len(self.rho) - 1
+        series = series_sums[order][row]
+        for n in reversed(range(order)):
             series = series_sums[n][row] - frac * series
         out = [p + pt.cast(m, dtype) * inverse * series]
         out.extend(
@@ -445,29 +469,50 @@ def moment_ratio(
     if decay_m.clipped or (decay_x.clipped and not _clamped(h, keys[n_key])):
         return None
     q = decay_x.factor**degree
-    rho = decay_m.factor / q ** np.arange(1, ORDER + 2)
-    if not (q > 0 and np.all(np.abs(rho) < 1)):
-        raise RowUpdateError(
-            "its drift over skipped steps does not converge "
-            f"(moment decay {decay_m.factor:g}, norm decay {q:g})"
-        )
     from scipy.signal import lfilter  # (slow to import; only Adam-style catch-up needs it)
 
     rate: Variable = pt.constant(np.int8(sign))
     for factor, upper in scalars:
         rate = rate * factor if upper else rate / factor
     counter, values = _rate_values(group, rate, updates)
-    last = float(values[-1])
-    changing = np.flatnonzero(values != last)
+    changing = np.flatnonzero(values != values[-1])
     horizon = int(changing[-1]) + 1 if changing.size else 0
-    sums = np.empty((horizon + 1, ORDER + 1))
-    for n, r in enumerate(rho):
-        # Ginf(t) = f(t) + r Ginf(t + 1), from Ginf(horizon) = f_inf / (1 - r)
-        tail = last / (1 - r)
-        sums[horizon, n] = tail
+
+    def tail_sums(f: np.ndarray, r: float) -> np.ndarray:
+        """Ginf(t) = f(t) + r Ginf(t + 1) for t <= horizon, f constant from there."""
+        out = np.empty(horizon + 1)
+        out[horizon] = f[-1] / (1 - r)
         if horizon:
-            backward = lfilter([1.0], [1.0, -r], values[horizon - 1 :: -1], zi=[r * tail])[0]
-            sums[:horizon, n] = backward[::-1]
+            backward = lfilter([1.0], [1.0, -r], f[horizon - 1 :: -1], zi=[r * out[horizon]])
+            out[:horizon] = backward[0][::-1]
+        return out
+
+    # The lowest order whose bound on one gap's error, per unit of |m| / h, is
+    # within _TOLERANCE learning rates: peak * max_t0 S_{order+1}(t0) / |f|.
+    scale = float(np.abs(values).max())
+    magnitude = np.abs(values)
+    for order in range(ORDER, _MAX_ORDER + 1):
+        rho = decay_m.factor / q ** np.arange(1, order + 3)
+        if not (q > 0 and np.all(rho < 1)):
+            raise RowUpdateError(
+                "its drift over skipped steps does not converge fast enough "
+                f"(moment decay {decay_m.factor:g}, norm decay {q:g})"
+            )
+        n = order + 1
+        top = sum(
+            math.comb(n, j) * (-1) ** (n - j) * tail_sums(magnitude, rho[j]) for j in range(n + 1)
+        )
+        peak = (1 / (n + 1)) * (n / (n + 1)) ** n
+        bound = peak * float(np.max(top)) / scale if scale else 0.0
+        if bound <= _TOLERANCE:
+            break
+    else:
+        raise RowUpdateError(
+            f"its eps terms over skipped steps converge too slowly: at order {_MAX_ORDER} "
+            f"one gap's error could reach {bound:.1e} learning rates per unit of m/h"
+        )
+    rho = rho[: order + 1]
+    sums = np.stack([tail_sums(values, r) for r in rho], axis=1)
     return MomentRatio(
         keys=keys,
         decays=tuple(d for d in decays if d is not None),
@@ -544,8 +589,12 @@ def _norm(var: Variable, keys: Sequence[Variable]) -> tuple[int, Variable, float
 
 
 def _degree(h: Variable, keys: Sequence[Variable]) -> tuple[int, float] | None:
-    """(index of x, d) when ``h(c x) = c**d h(x)`` for every c > 0, h built from x alone."""
-    degree, var = 1.0, strip_wrappers(h)
+    """(index of x, d) when ``h(c x) = c**d h(x)`` for every c > 0 and ``h >= 0``.
+
+    ``h`` is built from x alone by positive scales, ``sqrt`` and ``max(., 0)``, at
+    least one of the last two (the expansion in eps needs ``eps + h >= eps``).
+    """
+    degree, var, signless = 1.0, strip_wrappers(h), False
     while var not in keys[1:]:
         node = var.owner
         if node is None:
@@ -564,8 +613,9 @@ def _degree(h: Variable, keys: Sequence[Variable]) -> tuple[int, float] | None:
             degree /= 2
         elif not (scales or clips):
             return None
+        signless = signless or not scales
         var = strip_wrappers(inner[0])
-    return keys.index(var), degree
+    return (keys.index(var), degree) if signless else None
 
 
 def _clamped(h: Variable, x: Variable) -> bool:
@@ -594,8 +644,7 @@ def _rate_values(
     """The counter the rate ``f`` reads, and ``f(t)`` for t = 0, 1, ... until it settles."""
     free = [v for v in graph_inputs([rate]) if not isinstance(v, Constant)]
     if not free:
-        value = float(rate.eval())
-        return None, np.array([value])
+        return None, np.array([float(np.asarray(rate.eval()).item())])
     counters = [v for v in free if v.type.ndim == 0 and _counts_steps(v, updates)]
     others = [v for v in free if v not in counters[:1]]
     if others:
@@ -605,15 +654,23 @@ def _rate_values(
             "constants and one step counter (a shared scalar updated to itself + 1)"
         )
     counter = counters[0]
+    if not _settles(rate, counter):
+        raise RowUpdateError(
+            "its step size reads the step counter other than through powers c**t with "
+            "0 < c < 1 (a learning-rate schedule?), so it is not known to settle"
+        )
+    # Values below the counter's present value are never read (it only counts up).
+    start = int(np.asarray(counter.get_value(borrow=True)))
     at = pt.vector(dtype=counter.type.dtype)
     batched = vectorize_graph(rate, replace={counter: at}).flatten()
     evaluate = pytensor.function([at], batched, mode=Mode(linker="py", optimizer=None))
     length = 1 << 16
     while True:
         values = np.asarray(evaluate(np.arange(length, dtype=counter.type.dtype)), "float64")
-        if not np.all(np.isfinite(values)):
-            bad = int(np.flatnonzero(~np.isfinite(values))[0])
+        if not np.all(np.isfinite(values[start:])):
+            bad = start + int(np.flatnonzero(~np.isfinite(values[start:]))[0])
             raise RowUpdateError(f"its step size is not finite at step {bad}")
+        values[:start] = np.where(np.isfinite(values[:start]), values[:start], 0.0)
         if np.all(values[length // 2 :] == values[-1]):
             return counter, values
         if length >= _MAX_HORIZON:
@@ -622,6 +679,55 @@ def _rate_values(
                 "have no closed form (a decaying learning rate?)"
             )
         length *= 2
+
+
+def _settles(rate: Variable, counter: Variable) -> bool:
+    """Whether `rate` reads `counter` only through ``c**(a t + b)``, 0 < c < 1, a > 0.
+
+    Such terms vanish as t grows, so the rate tends to a limit; what it is
+    built from them with (+, -, *, /, sqrt, casts) keeps that. A ``switch`` or a
+    floor division on t (a step schedule) could change it at any later step.
+    """
+
+    def settles(var: Variable) -> bool:
+        if var is counter:
+            return False
+        if var.owner is None or counter not in ancestors([var]):
+            return True
+        node = var.owner
+        if isinstance(node.op, DimShuffle):
+            return settles(node.inputs[0])
+        scalar = getattr(node.op, "scalar_op", None)
+        if isinstance(scalar, ps.Pow):
+            base, exponent = node.inputs
+            c = _constant(base)
+            return c is not None and 0 < c < 1 and _grows(exponent, counter)
+        safe = ps.Add | ps.Sub | ps.Mul | ps.TrueDiv | ps.Neg | ps.Sqrt | ps.Cast
+        return isinstance(scalar, safe) and all(settles(i) for i in node.inputs)
+
+    return settles(rate)
+
+
+def _grows(var: Variable, counter: Variable) -> bool:
+    """Whether `var` is ``a * counter + b`` with a > 0."""
+    var = strip_wrappers(var)
+    if var is counter:
+        return True
+    node = var.owner
+    if node is None:
+        return False
+    if isinstance(node.op, DimShuffle):
+        return _grows(node.inputs[0], counter)
+    scalar = getattr(node.op, "scalar_op", None)
+    inner = [i for i in node.inputs if counter in ancestors([i])]
+    constants = [_constant(i) for i in node.inputs if i not in inner]
+    if len(inner) != 1 or any(c is None for c in constants):
+        return False
+    if isinstance(scalar, ps.Add | ps.Cast):
+        return _grows(inner[0], counter)
+    if isinstance(scalar, ps.Mul):
+        return all(c is not None and c > 0 for c in constants) and _grows(inner[0], counter)
+    return False
 
 
 def _counts_steps(counter: Variable, updates: Mapping[Variable, Variable]) -> bool:

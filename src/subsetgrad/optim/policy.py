@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytensor
+import pytensor.scalar as ps
 import pytensor.tensor as pt
 from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Variable
+from pytensor.tensor.shape import Shape, Shape_i
 
-from subsetgrad.graph import describe, scatter_dependent
+from subsetgrad.graph import describe, materialize, scatter_dependent
 from subsetgrad.optim.catchup import plan_catch_up
 from subsetgrad.optim.rows import (
     RowGroup,
@@ -138,6 +140,7 @@ def _catch_up_step(
         raise SparseUpdateError(f"policy 'catchup' cannot handle {group.name}: {err}") from None
     if plan.is_identity:
         return row_values(group, rows)
+    _require_fresh_reads(group, plan.moving, new)
     table = group.table
     if not isinstance(table, SharedVariable):
         raise SparseUpdateError(f"policy 'catchup' needs {group.name} to be a shared variable")
@@ -151,3 +154,45 @@ def _catch_up_step(
     flush.update(zip(keys, plan.apply(keys, step - last), strict=True))
     flush[last] = pt.full_like(last, step)
     return values
+
+
+def _require_fresh_reads(
+    group: RowGroup, moving: Sequence[Variable], updates: Mapping[Variable, Variable]
+) -> None:
+    """Refuse a step that reads rows a zero-gradient step would have moved.
+
+    Such rows are stale until caught up: a gradient computed from them (a model
+    nonlinear in ``W[idx]``) is not the dense run's.
+    """
+    moved = set(moving)
+    reads = [materialize(t.values) for g in group.grads for t in group.terms[g]]
+    reads += [v for k, v in updates.items() if k not in group.keys]
+    for value in reads:
+        stale = moved & _values_read(value)
+        if stale:
+            names = ", ".join(describe(v) for v in stale)
+            raise SparseUpdateError(
+                f"policy 'catchup' cannot handle {group.name}: the step reads {names}, "
+                "whose rows outside the batch are only caught up when written (a "
+                "gradient of a model nonlinear in the lookups would use stale rows); "
+                "choose policy='lazy'"
+            )
+
+
+def _values_read(value: Variable) -> set[Variable]:
+    """The ancestors of `value` whose values (not only their shapes) it reads."""
+    seen: set[Variable] = set()
+    stack = [value]
+    while stack:
+        var = stack.pop()
+        if var in seen:
+            continue
+        seen.add(var)
+        node = var.owner
+        if node is None or isinstance(node.op, Shape | Shape_i):
+            continue
+        inputs = node.inputs
+        if isinstance(getattr(node.op, "scalar_op", None), ps.Second):
+            inputs = inputs[1:]  # second(x, y): y broadcast to x's shape
+        stack.extend(inputs)
+    return seen
