@@ -341,16 +341,38 @@ def nonlinear_run(name: str, policy: str) -> Any:
     return W.get_value()
 
 
-@pytest.mark.parametrize("name", ["momentum", "adam"])
-def test_catchup_refuses_a_gradient_that_reads_stale_rows(name: str) -> None:
-    """Their parameters move at zero gradient; a row read before catching up is stale."""
+@pytest.mark.parametrize("name", ["momentum", "nesterov_momentum", "rmsprop", "adam", "adamax"])
+def test_catchup_of_a_nonlinear_model_equals_dense(name: str) -> None:
+    """The gradient reads the looked-up rows: it must read them caught up."""
+    assert_close(nonlinear_run(name, "catchup"), nonlinear_run(name, "dense"), "float64")
+
+
+def test_catchup_refuses_other_reads_of_a_moving_table() -> None:
+    """``W[0]`` outside the batch is stale until looked up: refused, not computed stale."""
+    W = pytensor.shared(np.ones((V, D)), name="emb")
+    b = pytensor.shared(0.0, name="b")
+    updates = pm_updates.momentum((W[pt.lvector("idx")] ** 2).sum(), [W])
+    updates[b] = b + W[0, 0]
     with pytest.raises(SparseUpdateError, match=r"the step reads `emb` .* choose policy='lazy'"):
-        nonlinear_run(name, "catchup")
+        sparse_updates(updates, "catchup")
 
 
-def test_catchup_of_state_only_allows_a_nonlinear_model() -> None:
-    """RMSprop's parameter stays at zero gradient: only its accumulator catches up."""
-    assert_close(nonlinear_run("rmsprop", "catchup"), nonlinear_run("rmsprop", "dense"), "float64")
+def test_fresh_outputs_read_caught_up_rows() -> None:
+    """`SparseUpdates.fresh(loss)`: the loss of the rows the step uses."""
+    W = pytensor.shared(np.ones((V, D)), name="emb")
+    idx = pt.lvector("idx")
+    loss = (W[idx] ** 2).sum()
+    sparse = sparse_updates(pm_updates.momentum(loss, [W], learning_rate=0.1), "catchup")
+    step = pytensor.function([idx], [loss, sparse.fresh(loss)], updates=sparse.updates)
+    step(np.array([1]))
+    step(np.array([2]))
+    stale, fresh = step(np.array([1]))  # row 1's velocity drifted it at step 2
+    assert stale == pytest.approx(D * 0.8**2)
+    assert fresh == pytest.approx(D * (0.8 - 0.9 * 0.2) ** 2)
+    assert (
+        sparse.fresh(loss) is not loss
+        and sparse_updates(pm_updates.momentum(loss, [W]), "lazy").fresh(loss) is loss
+    )
 
 
 def test_repeated_index_rmsprop_is_summed_first() -> None:

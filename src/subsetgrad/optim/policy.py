@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pytensor
@@ -11,9 +12,17 @@ import pytensor.scalar as ps
 import pytensor.tensor as pt
 from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Variable
+from pytensor.graph.replace import graph_replace
 from pytensor.tensor.shape import Shape, Shape_i
 
-from subsetgrad.graph import describe, materialize, scatter_dependent
+from subsetgrad.graph import (
+    LOOKUP_OPS,
+    GraphIndex,
+    describe,
+    index_of,
+    materialize,
+    scatter_dependent,
+)
 from subsetgrad.optim.catchup import plan_catch_up
 from subsetgrad.optim.rows import (
     RowGroup,
@@ -50,6 +59,21 @@ class SparseUpdates:
     tables: dict[Variable, tuple[Variable, ...]] = field(default_factory=dict)
     #: The catch-up step counter (number of steps taken), None for other policies.
     step: SharedVariable | None = None
+    #: Catch-up: each lookup ``W[idx]`` of a table that moves at zero gradient, and
+    #: its rows caught up to this step, which the updates read in its place.
+    lookups: dict[Variable, Variable] = field(default_factory=dict)
+
+    def fresh(self, outputs: Variable | Sequence[Variable]) -> Any:
+        """`outputs` (a loss, say) computed from caught-up rows, as the updates are.
+
+        With ``policy="catchup"``, an output that reads ``W[idx]`` compiled next to
+        ``.updates`` otherwise sees the rows as they were last written.
+        """
+        if not self.lookups:
+            return outputs
+        single = isinstance(outputs, Variable)
+        outs = graph_replace([outputs] if single else list(outputs), self.lookups, strict=False)
+        return outs[0] if single else outs
 
 
 def sparse_updates(updates: Updates, policy: str = "exact") -> SparseUpdates:
@@ -93,6 +117,7 @@ def sparse_updates(updates: Updates, policy: str = "exact") -> SparseUpdates:
     if policy == "catchup":
         step = pytensor.shared(np.int64(0), name="subsetgrad_step")
     assert analysis.dec is not None
+    lookups: dict[Variable, Variable] = {}
     for group in analysis.groups:
         linear = linear_without_state(group, analysis.dec)
         if linear is not None:
@@ -107,13 +132,15 @@ def sparse_updates(updates: Updates, policy: str = "exact") -> SparseUpdates:
         if step is None:
             values = row_values(group, rows)
         else:
-            values = _catch_up_step(group, rows, step, new, flush)
+            values = _catch_up_step(group, rows, step, new, flush, analysis.index, lookups)
         for key in group.keys:
             new[key] = write_rows(key, rows, values[key])
         tables[group.table] = group.states
+    if lookups:
+        new = dict(zip(new, graph_replace(list(new.values()), lookups, strict=False), strict=True))
     if step is not None:
         new[step] = step + 1
-    return SparseUpdates(new, flush, policy, tables, step)
+    return SparseUpdates(new, flush, policy, tables, step, lookups)
 
 
 def _require_identity(group: RowGroup, dependent: set[Variable]) -> None:
@@ -133,6 +160,8 @@ def _catch_up_step(
     step: SharedVariable,
     new: dict[Variable, Variable],
     flush: dict[Variable, Variable],
+    index: GraphIndex,
+    lookups: dict[Variable, Variable],
 ) -> dict[Variable, Variable]:
     try:
         plan = plan_catch_up(group, new)
@@ -140,7 +169,6 @@ def _catch_up_step(
         raise SparseUpdateError(f"policy 'catchup' cannot handle {group.name}: {err}") from None
     if plan.is_identity:
         return row_values(group, rows)
-    _require_fresh_reads(group, plan.moving, new)
     table = group.table
     if not isinstance(table, SharedVariable):
         raise SparseUpdateError(f"policy 'catchup' needs {group.name} to be a shared variable")
@@ -148,7 +176,11 @@ def _catch_up_step(
     last = pytensor.shared(np.zeros(n_rows, dtype=np.int64), name=f"{group.name}_last_step")
     keys = list(plan.keys)
     skipped = step - last[rows.rows]
-    caught = plan.apply([k[rows.rows] for k in keys], skipped)
+    gathered = [k[rows.rows] for k in keys]
+    caught = plan.apply(gathered, skipped)
+    fresh = _fresh_lookups(table, rows, caught[0], index) if table in plan.moving else {}
+    _require_fresh_reads(group, plan.moving, new, fresh, set(gathered))
+    lookups.update(fresh)
     values = row_values(group, rows, dict(zip(keys, caught, strict=True)))
     new[last] = pt.set_subtensor(last[rows.rows], step + 1)
     flush.update(zip(keys, plan.apply(keys, step - last), strict=True))
@@ -156,31 +188,53 @@ def _catch_up_step(
     return values
 
 
-def _require_fresh_reads(
-    group: RowGroup, moving: Sequence[Variable], updates: Mapping[Variable, Variable]
-) -> None:
-    """Refuse a step that reads rows a zero-gradient step would have moved.
+def _fresh_lookups(
+    table: Variable, rows: Rows, caught: Variable, index: GraphIndex
+) -> dict[Variable, Variable]:
+    """Each whole-row lookup ``table[idx]`` of the step, and its caught-up rows."""
+    by_index = rows.at_lookups(caught)
+    fresh = {}
+    for node in index.nodes_of(*LOOKUP_OPS):
+        if node.inputs[0] is not table:
+            continue
+        first, *rest = index_of(node)
+        whole = all(isinstance(e, slice) and e == slice(None) for e in rest)
+        if isinstance(first, Variable) and first in by_index and whole:
+            fresh[node.outputs[0]] = by_index[first]
+    return fresh
 
-    Such rows are stale until caught up: a gradient computed from them (a model
-    nonlinear in ``W[idx]``) is not the dense run's.
+
+def _require_fresh_reads(
+    group: RowGroup,
+    moving: Sequence[Variable],
+    updates: Mapping[Variable, Variable],
+    fresh: Mapping[Variable, Variable],
+    gathered: set[Variable],
+) -> None:
+    """Refuse a step that still reads rows a zero-gradient step would have moved.
+
+    Lookups of the batch's rows read them caught up (`fresh`); any other read,
+    such as ``W[other_idx]`` or ``W.sum()``, would see stale rows.
     """
     moved = set(moving)
     reads = [materialize(t.values) for g in group.grads for t in group.terms[g]]
     reads += [v for k, v in updates.items() if k not in group.keys]
+    if fresh:
+        reads = graph_replace(reads, dict(fresh), strict=False)
     for value in reads:
-        stale = moved & _values_read(value)
+        stale = moved & _values_read(value, gathered)
         if stale:
             names = ", ".join(describe(v) for v in stale)
             raise SparseUpdateError(
                 f"policy 'catchup' cannot handle {group.name}: the step reads {names}, "
-                "whose rows outside the batch are only caught up when written (a "
-                "gradient of a model nonlinear in the lookups would use stale rows); "
-                "choose policy='lazy'"
+                "other than by looking up the batch's rows, and rows outside the batch "
+                "are only caught up when looked up; choose policy='lazy'"
             )
 
 
-def _values_read(value: Variable) -> set[Variable]:
-    """The ancestors of `value` whose values (not only their shapes) it reads."""
+def _values_read(value: Variable, stop: set[Variable]) -> set[Variable]:
+    """The ancestors of `value` whose values (not only their shapes) it reads,
+    not looking behind `stop`."""
     seen: set[Variable] = set()
     stack = [value]
     while stack:
@@ -189,7 +243,7 @@ def _values_read(value: Variable) -> set[Variable]:
             continue
         seen.add(var)
         node = var.owner
-        if node is None or isinstance(node.op, Shape | Shape_i):
+        if node is None or var in stop or isinstance(node.op, Shape | Shape_i):
             continue
         inputs = node.inputs
         if isinstance(getattr(node.op, "scalar_op", None), ps.Second):

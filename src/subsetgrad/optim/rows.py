@@ -350,6 +350,22 @@ class Rows:
     rows: Variable
     #: For each gradient variable, the (B, ...) sum of its rows at each position.
     grads: dict[Variable, Variable]
+    #: Position of each sorted entry in the lookups' indices, flattened and concatenated.
+    order: Variable
+    #: Each lookup's row index, in the order of the concatenation.
+    indices: tuple[Variable, ...]
+
+    def at_lookups(self, sorted_rows: Variable) -> dict[Variable, Variable]:
+        """`sorted_rows` (one per sorted position) as each lookup index reads them."""
+        unsorted = sorted_rows[pt.argsort(self.order)]
+        tail = [sorted_rows.shape[i] for i in range(1, sorted_rows.type.ndim)]
+        out, start = {}, 0
+        for index in self.indices:
+            size = index.size
+            part = unsorted[start : start + size]
+            out[index] = part.reshape((*[index.shape[i] for i in range(index.type.ndim)], *tail))
+            start = start + size
+        return out
 
 
 def touched_rows(group: RowGroup) -> Rows:
@@ -391,7 +407,7 @@ def touched_rows(group: RowGroup) -> Rows:
         flat_values = pt.cast(flat_values, g.type.dtype).reshape((n, *tail))
         per_row = pt.zeros_like(flat_values)[segment].inc(flat_values[order])
         summed[g] = per_row[segment]
-    return Rows(rows=s, grads=summed)
+    return Rows(rows=s, grads=summed, order=order, indices=tuple(indices))
 
 
 def row_values(
