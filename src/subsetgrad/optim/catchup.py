@@ -25,17 +25,18 @@ decay by constant factors (``x' = beta x``, or ``max(beta x, 0)`` for Adamax),
 ``f(t0 + i) rho**i m / (H + eps Q**-i)`` with ``H = h(x)``, ``Q = beta**d``,
 ``rho = R/Q``, ``R`` the decay of ``m``. `MomentRatio` expands
 ``1/(D + eps*delta_i)`` around ``D = H + eps`` (``delta_i = Q**-i - 1``) to order
-`ORDER` and needs, per row, the sums ``S_n = sum_i f(t0+i) rho**i delta_i**n``.
+``N`` and needs, per row, the sums ``S_n = sum_i f(t0+i) rho**i delta_i**n``.
 Written with the binomial theorem as sums ``G_l(t0, k) = sum_{i<k} f(t0+i) rho_l**i``
 (``rho_l = rho / Q**l``), each is ``Ginf_l(t0) - rho_l**k Ginf_l(t0+k)`` for the
 infinite sums ``Ginf_l``. ``f`` settles to a constant once the bias correction
 has run out (``t >= T``, about 4e4 steps at beta2 = 0.999, found by evaluating
-``f``), so ``Ginf_l`` is a table of ``T + 1`` float64 entries built once, and a
-gap costs a gather and a few multiply-adds per row. What is not exact is the
-per-step ``eps``: the error of one gap is at most
-``|m|/D * (eps/D)**(ORDER+1) * S_{ORDER+1}`` (7e-8 learning rates at Adam's
-defaults in the worst case, ``s`` near ``eps``; float rounding for gradients
-above about 1e-6).
+``f``; only ``c**(a t + b)`` terms with ``0 < c < 1`` may carry ``t``, so that it
+provably settles), and ``Ginf_l`` is a table of ``T + 1`` float64 entries built
+once: a gap costs a gather and a few multiply-adds per row. What is not exact is
+the per-step ``eps``: the error of one gap is at most
+``|m|/D * (eps/D)**(N+1) * S_{N+1}``. ``N`` starts at `ORDER` and rises until
+that is within `_TOLERANCE` learning rates per unit of ``|m|/h`` (7e-8 learning
+rates at Adam's defaults in the worst case, ``s`` near ``eps``, with N = 3).
 """
 
 from __future__ import annotations
