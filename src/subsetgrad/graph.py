@@ -709,8 +709,21 @@ def scatters_behind(
     value: Variable, dependent: set[Variable], scatters: frozenset[Apply]
 ) -> list[Apply]:
     """The scatter-into-zeros nodes `value` reads, without walking past them."""
-    walk = ancestors([value], stop=lambda v: v not in dependent or v.owner in scatters)
-    return [v.owner for v in walk if v.owner in scatters and v in dependent]
+    found: list[Apply] = []
+    stack, seen = [value], {value}
+    while stack:
+        var = stack.pop()
+        owner = var.owner
+        if owner is None or var not in dependent:
+            continue
+        if owner in scatters:
+            found.append(owner)
+            continue
+        for i in owner.inputs:
+            if i not in seen:
+                seen.add(i)
+                stack.append(i)
+    return found
 
 
 def strip_wrappers(var: Variable) -> Variable:
@@ -742,6 +755,11 @@ def identity_at_zero(
     from pytensor.graph.replace import clone_replace
     from pytensor.graph.rewriting.utils import rewrite_graph
 
+    if len(_IDENTITY_CACHE) > 4096 or len(_OP_BY_ID) > 65536:
+        # Together: cached keys hold op tokens.
+        _IDENTITY_CACHE.clear()
+        _OP_TOKENS.clear()
+        _OP_BY_ID.clear()
     scatters = list(scatters)
     key = _algebra_key(value, state, set(scatters), dependent)
     cached = _IDENTITY_CACHE.get(key)
@@ -751,13 +769,23 @@ def identity_at_zero(
     at_zero = clone_replace(value, replace=zeros, rebuild_strict=False)
     simplified = rewrite_graph(at_zero, include=("canonicalize", "stabilize", "specialize"))
     result = strip_wrappers(simplified) is state
-    if len(_IDENTITY_CACHE) > 4096:
-        _IDENTITY_CACHE.clear()
     _IDENTITY_CACHE[key] = result
     return result
 
 
 _IDENTITY_CACHE: dict[Hashable, bool] = {}
+# Ops in keys are small ints: an op's own hash and equality go through its
+# __props__ in Python, slow over thousands of keys. Equal ops share a token.
+_OP_TOKENS: dict[Any, int] = {}
+# id(op) -> (token, op); holding the op keeps its id from naming another object.
+_OP_BY_ID: dict[int, tuple[int, Any]] = {}
+
+
+def _op_token(op: Any) -> int:
+    hit = _OP_BY_ID.get(id(op))
+    if hit is None:
+        hit = _OP_BY_ID[id(op)] = (_OP_TOKENS.setdefault(op, len(_OP_TOKENS)), op)
+    return hit[0]
 
 
 def _see_through(node: Apply) -> bool:
@@ -775,31 +803,15 @@ def _algebra_key(
     the scatters' paths are expanded too: the simplifier sees through them, so
     ``0.9 * acc`` and ``1.0 * acc`` must not share a key.
     """
+    # Every variable the walk is done with has a name.
     names: dict[Variable, Hashable] = {}
     parts: list[Hashable] = []
-
-    def name(var: Variable) -> Hashable:
-        if var in names:
-            return names[var]
-        if var is state:
-            ref: Hashable = "state"
-        elif var in scatters:
-            ref = ("scatter", var.type)
-        elif isinstance(var, Constant):
-            data = np.asarray(var.data)
-            ref = ("const", data.dtype.str, data.shape, data.tobytes())
-        else:
-            ref = ("leaf", var.type, len(names))
-        names[var] = ref
-        return ref
-
     # Post-order over the nodes between the leaves and `value`; nodes that do
     # not reach a scatter are leaves too, so the walk stays within the algebra.
     stack: list[tuple[Variable, bool]] = [(value, False)]
-    done: set[Variable] = set()
     while stack:
         var, expanded = stack.pop()
-        if var in done:
+        if var in names:
             continue
         node = var.owner
         if (
@@ -808,17 +820,23 @@ def _algebra_key(
             or var in scatters
             or (var not in dependent and not _see_through(node))
         ):
-            name(var)
-            done.add(var)
+            if var is state:
+                ref: Hashable = "state"
+            elif var in scatters:
+                ref = ("scatter", var.type)
+            elif _isa(var, (Constant,)):
+                data = np.asarray(var.data)
+                ref = ("const", data.dtype.str, data.shape, data.tobytes())
+            else:
+                ref = ("leaf", var.type, len(names))
+            names[var] = ref
             continue
         if not expanded:
             stack.append((var, True))
-            stack.extend((i, False) for i in node.inputs if i not in done)
+            stack.extend([(i, False) for i in node.inputs if i not in names])
             continue
-        ref = ("node", len(parts))
-        parts.append((node.op, node.outputs.index(var), tuple(name(i) for i in node.inputs)))
-        names[var] = ref
-        done.add(var)
+        names[var] = ("node", len(parts))
+        parts.append((_op_token(node.op), var.index, tuple([names[i] for i in node.inputs])))
     return (tuple(parts), names.get(value))
 
 
