@@ -13,6 +13,7 @@ decomposition to say which updates are dense and why.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property
@@ -313,31 +314,33 @@ class GraphIndex:
         return cls(list(fgraph.toposort()), fgraph.clients, list(fgraph.outputs))
 
     @classmethod
-    def from_outputs(cls, outputs: Sequence[Variable]) -> GraphIndex:
+    def from_outputs(cls, outputs: Sequence[Variable], *, root_clients: bool = True) -> GraphIndex:
         """Index the graph behind `outputs` in one pass (nodes in no particular order).
 
         The lint's rules do not need a topological order of the whole graph;
-        `decompose_graph` orders the small region it works on itself.
+        `decompose_graph` orders the small region it works on itself. With
+        `root_clients` False the uses of the graph's inputs (variables without
+        an owner: constants, shared tables) are not recorded.
         """
         nodes: list[Apply] = []
-        clients: dict[Variable, list[tuple[Apply, int]]] = {}
-        groups: dict[type, list[Apply]] = {}
+        clients: defaultdict[Variable, list[tuple[Apply, int]]] = defaultdict(list)
+        groups: defaultdict[type, list[Apply]] = defaultdict(list)
         stack = [o.owner for o in outputs if o.owner is not None]
         seen: set[Apply] = set(stack)
         while stack:
             node = stack.pop()
             nodes.append(node)
-            groups.setdefault(type(node.op), []).append(node)
+            groups[type(node.op)].append(node)
             for j, inp in enumerate(node.inputs):
-                users = clients.get(inp)
-                if users is None:
-                    clients[inp] = [(node, j)]
-                else:
-                    users.append((node, j))
                 parent = inp.owner
-                if parent is not None and parent not in seen:
-                    seen.add(parent)
-                    stack.append(parent)
+                if parent is not None:
+                    clients[inp].append((node, j))
+                    if parent not in seen:
+                        seen.add(parent)
+                        stack.append(parent)
+                elif root_clients:
+                    clients[inp].append((node, j))
+        clients.default_factory = None  # a plain mapping from here on
         index = cls(nodes, clients, list(outputs))
         # Filled in the same pass rather than by another walk over every node.
         index.__dict__["_by_op_type"] = groups

@@ -29,7 +29,9 @@ class Program:
 
     @cached_property
     def index(self) -> GraphIndex:
-        return GraphIndex.from_outputs([*self.outputs, *(v for _, v in self.updates)])
+        return GraphIndex.from_outputs(
+            [*self.outputs, *(v for _, v in self.updates)], root_clients=False
+        )
 
     @cached_property
     def decomposition(self) -> Decomposition:
