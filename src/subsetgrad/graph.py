@@ -234,6 +234,12 @@ class Scatter:
     # already a subset update, nothing to gain.
     into_zeros: bool = True
 
+    def __init__(self, values: Expr, source: Apply, into_zeros: bool = True) -> None:
+        # Straight into the instance dict: the generated frozen __init__ goes through
+        # object.__setattr__ per field, 3x slower, and a large graph makes thousands.
+        d = self.__dict__
+        d["values"], d["source"], d["into_zeros"] = values, source, into_zeros
+
     @property
     def advanced(self) -> bool:
         return isinstance(self.source.op, AdvancedIncSubtensor)
@@ -249,6 +255,10 @@ class Linear:
 
     dense: Expr | None
     terms: tuple[Scatter, ...] = ()
+
+    def __init__(self, dense: Expr | None, terms: tuple[Scatter, ...] = ()) -> None:
+        d = self.__dict__  # as in Scatter
+        d["dense"], d["terms"] = dense, terms
 
     @property
     def is_update(self) -> bool:
@@ -415,12 +425,17 @@ def decompose_graph(index: GraphIndex) -> Decomposition:
     """Decompose every variable of the graph that can carry a scatter."""
     dec = Decomposition()
     zero_based = index.zero_based
+    linear, absorbed = dec.linear, dec.absorbed
     for node in index.inc_region:
+        # Cheapest test first: most nodes in the region read no decomposed input.
+        if linear.keys().isdisjoint(node.inputs) and not is_inc(node):
+            continue
         result = _decompose_node(node, dec, node in zero_based)
         if result is not None:
             lin, used = result
-            dec.linear[node.outputs[0]] = lin
-            dec.absorbed.update((node, i) for i in used)
+            linear[node.outputs[0]] = lin
+            for i in used:
+                absorbed.add((node, i))
     return dec
 
 
@@ -469,12 +484,12 @@ def _is_term(node: Apply) -> bool:
 def _decompose_node(
     node: Apply, dec: Decomposition, zero_base: bool
 ) -> tuple[Linear, list[int]] | None:
-    """The decomposition of ``node.outputs[0]`` and the inputs it folded in, or None."""
+    """The decomposition of ``node.outputs[0]`` and the inputs it folded in, or None.
+
+    Called for increments and for nodes that read a decomposed input.
+    """
     inc = is_inc(node)
     linear = dec.linear
-    # Cheapest test first: most nodes in the region read no decomposed input.
-    if not inc and linear.keys().isdisjoint(node.inputs):
-        return None
     if len(node.outputs) != 1:
         return None
     op = node.op
@@ -507,15 +522,15 @@ def _decompose_node(
     kind = _linear_kind(op_type, scalar_type)
     if kind is None:
         return None
-    sparse = [
-        i
-        for i, x in enumerate(node.inputs)
-        if x in dec.linear and x.type.broadcastable == out.type.broadcastable
-    ]
+    sparse: list[int] = []
+    bcast = out.type.broadcastable
+    for i, x in enumerate(node.inputs):
+        if x in linear:
+            # A scatter that the op broadcasts up no longer matches its indices.
+            if x.type.broadcastable != bcast:
+                return None
+            sparse.append(i)
     if not sparse:
-        return None
-    # A scatter that the op broadcasts up no longer matches its indices.
-    if any(x in dec.linear and i not in sparse for i, x in enumerate(node.inputs)):
         return None
 
     scalar_op = op.scalar_op
@@ -523,7 +538,7 @@ def _decompose_node(
 
     if kind == "add":
         dense = _combine(pt.add, [p.dense for p in parts])
-        terms = tuple(t for p in parts for t in p.terms)
+        terms = tuple([t for p in parts for t in p.terms])
         return Linear(dense, terms), sparse
 
     if kind == "sub":
@@ -534,36 +549,36 @@ def _decompose_node(
             dense = (
                 Lazy(pt.neg, (b.dense,)) if a.dense is None else Lazy(pt.sub, (a.dense, b.dense))
             )
-        terms = (*a.terms, *(_map(t, pt.neg) for t in b.terms))
+        terms = (*a.terms, *[_map(t, pt.neg) for t in b.terms])
         return Linear(dense, terms), sparse
 
     if kind == "neg":
         (a,) = parts
-        return Linear(_opt(pt.neg, a.dense), tuple(_map(t, pt.neg) for t in a.terms)), sparse
+        return Linear(_opt(pt.neg, a.dense), tuple([_map(t, pt.neg) for t in a.terms])), sparse
 
     if kind == "cast":
         (a,) = parts
         dtype = scalar_op.o_type.dtype
         dense = None if a.dense is None else Lazy(pt.cast, (a.dense, dtype))
-        return Linear(dense, tuple(_map(t, pt.cast, dtype) for t in a.terms)), sparse
+        return Linear(dense, tuple([_map(t, pt.cast, dtype) for t in a.terms])), sparse
 
     if kind == "mul" and len(sparse) == 1:
         (s,) = sparse
         factors = [x for i, x in enumerate(node.inputs) if i != s]
         a = parts[s]
-        if not all(_gatherable(f, t) for f in factors for t in a.terms):
+        if not all([_gatherable(f, t) for f in factors for t in a.terms]):
             return None
         dense = None if a.dense is None else Lazy(pt.mul, (a.dense, *factors))
-        terms = tuple(_scale(t, factors, pt.mul) for t in a.terms)
+        terms = tuple([_scale(t, factors, pt.mul) for t in a.terms])
         return Linear(dense, terms), sparse
 
     if kind == "div" and sparse == [0]:
         a = parts[0]
         divisor = node.inputs[1]
-        if not all(_gatherable(divisor, t) for t in a.terms):
+        if not all([_gatherable(divisor, t) for t in a.terms]):
             return None
         dense = None if a.dense is None else Lazy(pt.true_div, (a.dense, divisor))
-        terms = tuple(_scale(t, [divisor], pt.true_div) for t in a.terms)
+        terms = tuple([_scale(t, [divisor], pt.true_div) for t in a.terms])
         return Linear(dense, terms), sparse
 
     return None
