@@ -65,7 +65,7 @@ def is_lookup(node: Apply) -> bool:
 def is_zero(var: Variable) -> bool:
     """True when `var` is provably all zeros (`Second(x, 0)`, `Alloc(0, ...)`, a constant)."""
     while True:
-        if _isa(var, (Constant,)):
+        if isa(var, (Constant,)):
             return _all_zero(var.data)
         owner = var.owner
         if owner is None:
@@ -73,9 +73,9 @@ def is_zero(var: Variable) -> bool:
         # The forms gradients and zeros_like build, checked without PyTensor's
         # general (and much slower) constant folding.
         op = owner.op
-        if _isa(op, (Elemwise,)) and _isa(op.scalar_op, (ps.Second,)):
+        if isa(op, (Elemwise,)) and isa(op.scalar_op, (ps.Second,)):
             var = owner.inputs[1]
-        elif _isa(op, (Alloc, DimShuffle)):
+        elif isa(op, (Alloc, DimShuffle)):
             var = owner.inputs[0]
         else:
             break
@@ -83,7 +83,7 @@ def is_zero(var: Variable) -> bool:
     return value is not var and _all_zero(value)
 
 
-def _isa(obj: object, classes: tuple[type, ...]) -> bool:
+def isa(obj: object, classes: tuple[type, ...]) -> bool:
     """``isinstance(obj, classes)``, decided once per type (PyTensor's classes are ABCs)."""
     obj_type: Any = type(obj)
     return _subclass(obj_type, classes)
@@ -333,7 +333,7 @@ class GraphIndex:
         an owner: constants, shared tables) are not recorded.
         """
         nodes: list[Apply] = []
-        clients: defaultdict[Variable, list[tuple[Apply, int]]] = defaultdict(list)
+        clients: dict[Variable, list[tuple[Apply, int]]] = {}
         groups: defaultdict[type, list[Apply]] = defaultdict(list)
         stack = [o.owner for o in outputs if o.owner is not None]
         seen: set[Apply] = set(stack)
@@ -343,14 +343,16 @@ class GraphIndex:
             groups[type(node.op)].append(node)
             for j, inp in enumerate(node.inputs):
                 parent = inp.owner
-                if parent is not None:
-                    clients[inp].append((node, j))
-                    if parent not in seen:
-                        seen.add(parent)
-                        stack.append(parent)
-                elif root_clients:
-                    clients[inp].append((node, j))
-        clients.default_factory = None  # a plain mapping from here on
+                if parent is None and not root_clients:
+                    continue
+                users = clients.get(inp)
+                if users is None:
+                    clients[inp] = [(node, j)]
+                else:
+                    users.append((node, j))
+                if parent is not None and parent not in seen:
+                    seen.add(parent)
+                    stack.append(parent)
         index = cls(nodes, clients, list(outputs))
         # Filled in the same pass rather than by another walk over every node.
         index.__dict__["_by_op_type"] = groups
@@ -773,11 +775,11 @@ def identity_at_zero(
     from pytensor.graph.replace import clone_replace
     from pytensor.graph.rewriting.utils import rewrite_graph
 
-    if len(_IDENTITY_CACHE) > 4096 or len(_OP_BY_ID) > 65536:
-        # Together: cached keys hold op tokens.
+    if len(_IDENTITY_CACHE) > 4096 or len(_TOKEN_BY_ID) > 65536:
+        # Together: cached keys hold tokens.
         _IDENTITY_CACHE.clear()
-        _OP_TOKENS.clear()
-        _OP_BY_ID.clear()
+        _TOKENS.clear()
+        _TOKEN_BY_ID.clear()
     scatters = list(scatters)
     key = _algebra_key(value, state, set(scatters), dependent)
     cached = _IDENTITY_CACHE.get(key)
@@ -792,17 +794,17 @@ def identity_at_zero(
 
 
 _IDENTITY_CACHE: dict[Hashable, bool] = {}
-# Ops in keys are small ints: an op's own hash and equality go through its
-# __props__ in Python, slow over thousands of keys. Equal ops share a token.
-_OP_TOKENS: dict[Any, int] = {}
-# id(op) -> (token, op); holding the op keeps its id from naming another object.
-_OP_BY_ID: dict[int, tuple[int, Any]] = {}
+# Ops and types in keys are small ints: their own hash and equality run in
+# Python (through __props__), slow over thousands of keys. Equal ones share a token.
+_TOKENS: dict[Any, int] = {}
+# id(obj) -> (token, obj); holding the object keeps its id from naming another.
+_TOKEN_BY_ID: dict[int, tuple[int, Any]] = {}
 
 
-def _op_token(op: Any) -> int:
-    hit = _OP_BY_ID.get(id(op))
+def _token(obj: Any) -> int:
+    hit = _TOKEN_BY_ID.get(id(obj))
     if hit is None:
-        hit = _OP_BY_ID[id(op)] = (_OP_TOKENS.setdefault(op, len(_OP_TOKENS)), op)
+        hit = _TOKEN_BY_ID[id(obj)] = (_TOKENS.setdefault(obj, len(_TOKENS)), obj)
     return hit[0]
 
 
@@ -826,9 +828,18 @@ def _algebra_key(
     parts: list[Hashable] = []
     # Post-order over the nodes between the leaves and `value`; nodes that do
     # not reach a scatter are leaves too, so the walk stays within the algebra.
-    stack: list[tuple[Variable, bool]] = [(value, False)]
+    # The stack holds variables to visit and (variable, node) pairs to name.
+    stack: list[Any] = [value]
     while stack:
-        var, expanded = stack.pop()
+        item = stack.pop()
+        if type(item) is tuple:
+            var, node = item
+            if var not in names:
+                names[var] = ("node", len(parts))
+                inputs = tuple([names[i] for i in node.inputs])
+                parts.append((_token(node.op), var.index, inputs))
+            continue
+        var = item
         if var in names:
             continue
         node = var.owner
@@ -841,20 +852,18 @@ def _algebra_key(
             if var is state:
                 ref: Hashable = "state"
             elif var in scatters:
-                ref = ("scatter", var.type)
-            elif _isa(var, (Constant,)):
-                data = np.asarray(var.data)
-                ref = ("const", data.dtype.str, data.shape, data.tobytes())
+                ref = ("scatter", _token(var.type))
+            elif isa(var, (Constant,)):
+                data = var.data
+                if type(data) is not np.ndarray:
+                    data = np.asarray(data)
+                ref = ("const", _token(data.dtype), data.shape, data.tobytes())
             else:
-                ref = ("leaf", var.type, len(names))
+                ref = ("leaf", _token(var.type), len(names))
             names[var] = ref
             continue
-        if not expanded:
-            stack.append((var, True))
-            stack.extend([(i, False) for i in node.inputs if i not in names])
-            continue
-        names[var] = ("node", len(parts))
-        parts.append((_op_token(node.op), var.index, tuple([names[i] for i in node.inputs])))
+        stack.append((var, node))
+        stack.extend([i for i in node.inputs if i not in names])
     return (tuple(parts), names.get(value))
 
 
@@ -883,8 +892,11 @@ def writes_equal_at_repeats(rows: Variable) -> bool:
 # Naming tables in messages (the lint's findings, the optimizers' errors)
 # --------------------------------------------------------------------------- #
 def shape_of(var: Variable) -> tuple[int, ...] | None:
-    if isinstance(var, SharedVariable):
-        return tuple(np.shape(var.get_value(borrow=True)))
+    if isa(var, (SharedVariable,)):
+        value = var.get_value(borrow=True)
+        # What np.shape reads first, without its call.
+        shape = getattr(value, "shape", None)
+        return tuple(np.shape(value) if shape is None else shape)
     shape = var.type.shape if hasattr(var.type, "shape") else None
     if shape is not None and all(s is not None for s in shape):
         return tuple(int(s) for s in shape)
@@ -896,5 +908,5 @@ def describe(var: Variable) -> str:
     name = var.name or "<unnamed table>"
     shape = shape_of(var)
     dtype = getattr(var.type, "dtype", "?")
-    dims = "x".join(str(s) for s in shape) if shape else f"{var.type.ndim}-d"
+    dims = "x".join(map(str, shape)) if shape else f"{var.type.ndim}-d"
     return f"`{name}` ({dims} {dtype})"
