@@ -373,15 +373,19 @@ class Decomposition:
 
     def other_uses(self, var: Variable, index: GraphIndex) -> list[tuple[Apply | None, int]]:
         """Uses of `var` that do not fold it into a linear decomposition (None: an output)."""
-        uses: list[tuple[Apply | None, int]] = [
-            (c, i)
-            for c, i in index.clients.get(var, [])
-            if not isinstance(c, Apply) or (c, i) not in self.absorbed
-        ]
-        uses = [
-            (c if isinstance(c, Apply) and not _is_output_node(c) else None, i) for c, i in uses
-        ]
-        if var in index.output_set and not any(c is None for c, _ in uses):
+        absorbed = self.absorbed
+        uses: list[tuple[Apply | None, int]] = []
+        as_output = False
+        for c, i in index.clients.get(var, ()):
+            if isinstance(c, Apply):
+                if (c, i) in absorbed:
+                    continue
+                if not _is_output_node(c):
+                    uses.append((c, i))
+                    continue
+            uses.append((None, i))
+            as_output = True
+        if not as_output and var in index.output_set:
             uses.append((None, index.outputs.index(var)))
         return uses
 
@@ -393,17 +397,19 @@ class Decomposition:
 
     def sparse_chain(self, var: Variable) -> list[Variable]:
         """The pure-scatter variables (no dense part) folded into `var`'s decomposition."""
+        linear, absorbed = self.linear, self.absorbed
         chain: list[Variable] = []
         stack, seen = [var], {var}
         while stack:
             v = stack.pop()
-            lin = self.linear.get(v)
-            if lin is None or v.owner is None:
+            lin = linear.get(v)
+            owner = v.owner
+            if lin is None or owner is None:
                 continue
             if lin.dense is None:
                 chain.append(v)
-            for i, inp in enumerate(v.owner.inputs):
-                if (v.owner, i) in self.absorbed and inp not in seen:
+            for i, inp in enumerate(owner.inputs):
+                if (owner, i) in absorbed and inp not in seen:
                     seen.add(inp)
                     stack.append(inp)
         return chain
@@ -801,7 +807,8 @@ _TOKENS: dict[Any, int] = {}
 _TOKEN_BY_ID: dict[int, tuple[int, Any]] = {}
 
 
-def _token(obj: Any) -> int:
+def token(obj: Any) -> int:
+    """A small int standing for `obj` in keys: equal objects share one."""
     hit = _TOKEN_BY_ID.get(id(obj))
     if hit is None:
         hit = _TOKEN_BY_ID[id(obj)] = (_TOKENS.setdefault(obj, len(_TOKENS)), obj)
@@ -837,7 +844,7 @@ def _algebra_key(
             if var not in names:
                 names[var] = ("node", len(parts))
                 inputs = tuple([names[i] for i in node.inputs])
-                parts.append((_token(node.op), var.index, inputs))
+                parts.append((token(node.op), var.index, inputs))
             continue
         var = item
         if var in names:
@@ -852,14 +859,14 @@ def _algebra_key(
             if var is state:
                 ref: Hashable = "state"
             elif var in scatters:
-                ref = ("scatter", _token(var.type))
+                ref = ("scatter", token(var.type))
             elif isa(var, (Constant,)):
                 data = var.data
                 if type(data) is not np.ndarray:
                     data = np.asarray(data)
-                ref = ("const", _token(data.dtype), data.shape, data.tobytes())
+                ref = ("const", token(data.dtype), data.shape, data.tobytes())
             else:
-                ref = ("leaf", _token(var.type), len(names))
+                ref = ("leaf", token(var.type), len(names))
             names[var] = ref
             continue
         stack.append((var, node))
