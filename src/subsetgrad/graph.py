@@ -429,8 +429,13 @@ def _is_output_node(node: Apply) -> bool:
     return type(node.op).__name__ == "Output"
 
 
-def decompose_graph(index: GraphIndex) -> Decomposition:
-    """Decompose every variable of the graph that can carry a scatter."""
+def decompose_graph(index: GraphIndex, *, values: bool = True) -> Decomposition:
+    """Decompose every variable of the graph that can carry a scatter.
+
+    With `values` False the terms keep their increments' values as they are
+    (not scaled, negated or cast along the way): enough to say which scatters
+    make up a variable and what its dense part is, not to build it.
+    """
     dec = Decomposition()
     zero_based = index.zero_based
     linear, absorbed = dec.linear, dec.absorbed
@@ -438,7 +443,7 @@ def decompose_graph(index: GraphIndex) -> Decomposition:
         # Cheapest test first: most nodes in the region read no decomposed input.
         if linear.keys().isdisjoint(node.inputs) and not is_inc(node):
             continue
-        result = _decompose_node(node, dec, node in zero_based)
+        result = _decompose_node(node, dec, node in zero_based, values)
         if result is not None:
             lin, used = result
             linear[node.outputs[0]] = lin
@@ -490,7 +495,7 @@ def _is_term(node: Apply) -> bool:
 
 
 def _decompose_node(
-    node: Apply, dec: Decomposition, zero_base: bool
+    node: Apply, dec: Decomposition, zero_base: bool, values: bool = True
 ) -> tuple[Linear, list[int]] | None:
     """The decomposition of ``node.outputs[0]`` and the inputs it folded in, or None.
 
@@ -557,18 +562,20 @@ def _decompose_node(
             dense = (
                 Lazy(pt.neg, (b.dense,)) if a.dense is None else Lazy(pt.sub, (a.dense, b.dense))
             )
-        terms = (*a.terms, *[_map(t, pt.neg) for t in b.terms])
+        terms = (*a.terms, *([_map(t, pt.neg) for t in b.terms] if values else b.terms))
         return Linear(dense, terms), sparse
 
     if kind == "neg":
         (a,) = parts
-        return Linear(_opt(pt.neg, a.dense), tuple([_map(t, pt.neg) for t in a.terms])), sparse
+        terms = tuple([_map(t, pt.neg) for t in a.terms]) if values else a.terms
+        return Linear(_opt(pt.neg, a.dense), terms), sparse
 
     if kind == "cast":
         (a,) = parts
         dtype = scalar_op.o_type.dtype
         dense = None if a.dense is None else Lazy(pt.cast, (a.dense, dtype))
-        return Linear(dense, tuple([_map(t, pt.cast, dtype) for t in a.terms])), sparse
+        terms = tuple([_map(t, pt.cast, dtype) for t in a.terms]) if values else a.terms
+        return Linear(dense, terms), sparse
 
     if kind == "mul" and len(sparse) == 1:
         (s,) = sparse
@@ -577,7 +584,7 @@ def _decompose_node(
         if not all([_gatherable(f, t) for f in factors for t in a.terms]):
             return None
         dense = None if a.dense is None else Lazy(pt.mul, (a.dense, *factors))
-        terms = tuple([_scale(t, factors, pt.mul) for t in a.terms])
+        terms = tuple([_scale(t, factors, pt.mul) for t in a.terms]) if values else a.terms
         return Linear(dense, terms), sparse
 
     if kind == "div" and sparse == [0]:
@@ -586,7 +593,7 @@ def _decompose_node(
         if not all([_gatherable(divisor, t) for t in a.terms]):
             return None
         dense = None if a.dense is None else Lazy(pt.true_div, (a.dense, divisor))
-        terms = tuple([_scale(t, [divisor], pt.true_div) for t in a.terms])
+        terms = tuple([_scale(t, [divisor], pt.true_div) for t in a.terms]) if values else a.terms
         return Linear(dense, terms), sparse
 
     return None

@@ -35,7 +35,8 @@ class Program:
 
     @cached_property
     def decomposition(self) -> Decomposition:
-        return decompose_graph(self.index)
+        # The rules ask which scatters make up an update, never for their values.
+        return decompose_graph(self.index, values=False)
 
     @cached_property
     def update_values(self) -> dict[Variable, Variable]:
