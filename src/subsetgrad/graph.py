@@ -90,8 +90,10 @@ def isa(obj: object, classes: tuple[type, ...]) -> bool:
 
 
 def _all_zero(data: Any) -> bool:
-    values = np.asarray(data)
+    values = data if type(data) is np.ndarray else np.asarray(data)
     if values.dtype.kind in "biufc":
+        if values.ndim == 0:
+            return not values.item()  # the usual scalar zero, without a NumPy call
         return not np.count_nonzero(values)  # much faster than ``np.all(values == 0)``
     return bool(np.all(values == 0))
 
