@@ -13,6 +13,7 @@ decomposition to say which updates are dense and why.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property
@@ -64,7 +65,7 @@ def is_lookup(node: Apply) -> bool:
 def is_zero(var: Variable) -> bool:
     """True when `var` is provably all zeros (`Second(x, 0)`, `Alloc(0, ...)`, a constant)."""
     while True:
-        if _isa(var, (Constant,)):
+        if isa(var, (Constant,)):
             return _all_zero(var.data)
         owner = var.owner
         if owner is None:
@@ -72,9 +73,9 @@ def is_zero(var: Variable) -> bool:
         # The forms gradients and zeros_like build, checked without PyTensor's
         # general (and much slower) constant folding.
         op = owner.op
-        if _isa(op, (Elemwise,)) and _isa(op.scalar_op, (ps.Second,)):
+        if isa(op, (Elemwise,)) and isa(op.scalar_op, (ps.Second,)):
             var = owner.inputs[1]
-        elif _isa(op, (Alloc, DimShuffle)):
+        elif isa(op, (Alloc, DimShuffle)):
             var = owner.inputs[0]
         else:
             break
@@ -82,15 +83,17 @@ def is_zero(var: Variable) -> bool:
     return value is not var and _all_zero(value)
 
 
-def _isa(obj: object, classes: tuple[type, ...]) -> bool:
+def isa(obj: object, classes: tuple[type, ...]) -> bool:
     """``isinstance(obj, classes)``, decided once per type (PyTensor's classes are ABCs)."""
     obj_type: Any = type(obj)
     return _subclass(obj_type, classes)
 
 
 def _all_zero(data: Any) -> bool:
-    values = np.asarray(data)
+    values = data if type(data) is np.ndarray else np.asarray(data)
     if values.dtype.kind in "biufc":
+        if values.ndim == 0:
+            return not values.item()  # the usual scalar zero, without a NumPy call
         return not np.count_nonzero(values)  # much faster than ``np.all(values == 0)``
     return bool(np.all(values == 0))
 
@@ -233,6 +236,12 @@ class Scatter:
     # already a subset update, nothing to gain.
     into_zeros: bool = True
 
+    def __init__(self, values: Expr, source: Apply, into_zeros: bool = True) -> None:
+        # Straight into the instance dict: the generated frozen __init__ goes through
+        # object.__setattr__ per field, 3x slower, and a large graph makes thousands.
+        d = self.__dict__
+        d["values"], d["source"], d["into_zeros"] = values, source, into_zeros
+
     @property
     def advanced(self) -> bool:
         return isinstance(self.source.op, AdvancedIncSubtensor)
@@ -248,6 +257,10 @@ class Linear:
 
     dense: Expr | None
     terms: tuple[Scatter, ...] = ()
+
+    def __init__(self, dense: Expr | None, terms: tuple[Scatter, ...] = ()) -> None:
+        d = self.__dict__  # as in Scatter
+        d["dense"], d["terms"] = dense, terms
 
     @property
     def is_update(self) -> bool:
@@ -313,28 +326,32 @@ class GraphIndex:
         return cls(list(fgraph.toposort()), fgraph.clients, list(fgraph.outputs))
 
     @classmethod
-    def from_outputs(cls, outputs: Sequence[Variable]) -> GraphIndex:
+    def from_outputs(cls, outputs: Sequence[Variable], *, root_clients: bool = True) -> GraphIndex:
         """Index the graph behind `outputs` in one pass (nodes in no particular order).
 
         The lint's rules do not need a topological order of the whole graph;
-        `decompose_graph` orders the small region it works on itself.
+        `decompose_graph` orders the small region it works on itself. With
+        `root_clients` False the uses of the graph's inputs (variables without
+        an owner: constants, shared tables) are not recorded.
         """
         nodes: list[Apply] = []
         clients: dict[Variable, list[tuple[Apply, int]]] = {}
-        groups: dict[type, list[Apply]] = {}
+        groups: defaultdict[type, list[Apply]] = defaultdict(list)
         stack = [o.owner for o in outputs if o.owner is not None]
         seen: set[Apply] = set(stack)
         while stack:
             node = stack.pop()
             nodes.append(node)
-            groups.setdefault(type(node.op), []).append(node)
+            groups[type(node.op)].append(node)
             for j, inp in enumerate(node.inputs):
+                parent = inp.owner
+                if parent is None and not root_clients:
+                    continue
                 users = clients.get(inp)
                 if users is None:
                     clients[inp] = [(node, j)]
                 else:
                     users.append((node, j))
-                parent = inp.owner
                 if parent is not None and parent not in seen:
                     seen.add(parent)
                     stack.append(parent)
@@ -358,15 +375,19 @@ class Decomposition:
 
     def other_uses(self, var: Variable, index: GraphIndex) -> list[tuple[Apply | None, int]]:
         """Uses of `var` that do not fold it into a linear decomposition (None: an output)."""
-        uses: list[tuple[Apply | None, int]] = [
-            (c, i)
-            for c, i in index.clients.get(var, [])
-            if not isinstance(c, Apply) or (c, i) not in self.absorbed
-        ]
-        uses = [
-            (c if isinstance(c, Apply) and not _is_output_node(c) else None, i) for c, i in uses
-        ]
-        if var in index.output_set and not any(c is None for c, _ in uses):
+        absorbed = self.absorbed
+        uses: list[tuple[Apply | None, int]] = []
+        as_output = False
+        for c, i in index.clients.get(var, ()):
+            if isinstance(c, Apply):
+                if (c, i) in absorbed:
+                    continue
+                if not _is_output_node(c):
+                    uses.append((c, i))
+                    continue
+            uses.append((None, i))
+            as_output = True
+        if not as_output and var in index.output_set:
             uses.append((None, index.outputs.index(var)))
         return uses
 
@@ -378,17 +399,19 @@ class Decomposition:
 
     def sparse_chain(self, var: Variable) -> list[Variable]:
         """The pure-scatter variables (no dense part) folded into `var`'s decomposition."""
+        linear, absorbed = self.linear, self.absorbed
         chain: list[Variable] = []
         stack, seen = [var], {var}
         while stack:
             v = stack.pop()
-            lin = self.linear.get(v)
-            if lin is None or v.owner is None:
+            lin = linear.get(v)
+            owner = v.owner
+            if lin is None or owner is None:
                 continue
             if lin.dense is None:
                 chain.append(v)
-            for i, inp in enumerate(v.owner.inputs):
-                if (v.owner, i) in self.absorbed and inp not in seen:
+            for i, inp in enumerate(owner.inputs):
+                if (owner, i) in absorbed and inp not in seen:
                     seen.add(inp)
                     stack.append(inp)
         return chain
@@ -408,16 +431,26 @@ def _is_output_node(node: Apply) -> bool:
     return type(node.op).__name__ == "Output"
 
 
-def decompose_graph(index: GraphIndex) -> Decomposition:
-    """Decompose every variable of the graph that can carry a scatter."""
+def decompose_graph(index: GraphIndex, *, values: bool = True) -> Decomposition:
+    """Decompose every variable of the graph that can carry a scatter.
+
+    With `values` False the terms keep their increments' values as they are
+    (not scaled, negated or cast along the way): enough to say which scatters
+    make up a variable and what its dense part is, not to build it.
+    """
     dec = Decomposition()
     zero_based = index.zero_based
+    linear, absorbed = dec.linear, dec.absorbed
     for node in index.inc_region:
-        result = _decompose_node(node, dec, node in zero_based)
+        # Cheapest test first: most nodes in the region read no decomposed input.
+        if linear.keys().isdisjoint(node.inputs) and not is_inc(node):
+            continue
+        result = _decompose_node(node, dec, node in zero_based, values)
         if result is not None:
             lin, used = result
-            dec.linear[node.outputs[0]] = lin
-            dec.absorbed.update((node, i) for i in used)
+            linear[node.outputs[0]] = lin
+            for i in used:
+                absorbed.add((node, i))
     return dec
 
 
@@ -464,14 +497,14 @@ def _is_term(node: Apply) -> bool:
 
 
 def _decompose_node(
-    node: Apply, dec: Decomposition, zero_base: bool
+    node: Apply, dec: Decomposition, zero_base: bool, values: bool = True
 ) -> tuple[Linear, list[int]] | None:
-    """The decomposition of ``node.outputs[0]`` and the inputs it folded in, or None."""
+    """The decomposition of ``node.outputs[0]`` and the inputs it folded in, or None.
+
+    Called for increments and for nodes that read a decomposed input.
+    """
     inc = is_inc(node)
     linear = dec.linear
-    # Cheapest test first: most nodes in the region read no decomposed input.
-    if not inc and linear.keys().isdisjoint(node.inputs):
-        return None
     if len(node.outputs) != 1:
         return None
     op = node.op
@@ -504,15 +537,15 @@ def _decompose_node(
     kind = _linear_kind(op_type, scalar_type)
     if kind is None:
         return None
-    sparse = [
-        i
-        for i, x in enumerate(node.inputs)
-        if x in dec.linear and x.type.broadcastable == out.type.broadcastable
-    ]
+    sparse: list[int] = []
+    bcast = out.type.broadcastable
+    for i, x in enumerate(node.inputs):
+        if x in linear:
+            # A scatter that the op broadcasts up no longer matches its indices.
+            if x.type.broadcastable != bcast:
+                return None
+            sparse.append(i)
     if not sparse:
-        return None
-    # A scatter that the op broadcasts up no longer matches its indices.
-    if any(x in dec.linear and i not in sparse for i, x in enumerate(node.inputs)):
         return None
 
     scalar_op = op.scalar_op
@@ -520,7 +553,7 @@ def _decompose_node(
 
     if kind == "add":
         dense = _combine(pt.add, [p.dense for p in parts])
-        terms = tuple(t for p in parts for t in p.terms)
+        terms = tuple([t for p in parts for t in p.terms])
         return Linear(dense, terms), sparse
 
     if kind == "sub":
@@ -531,36 +564,38 @@ def _decompose_node(
             dense = (
                 Lazy(pt.neg, (b.dense,)) if a.dense is None else Lazy(pt.sub, (a.dense, b.dense))
             )
-        terms = (*a.terms, *(_map(t, pt.neg) for t in b.terms))
+        terms = (*a.terms, *([_map(t, pt.neg) for t in b.terms] if values else b.terms))
         return Linear(dense, terms), sparse
 
     if kind == "neg":
         (a,) = parts
-        return Linear(_opt(pt.neg, a.dense), tuple(_map(t, pt.neg) for t in a.terms)), sparse
+        terms = tuple([_map(t, pt.neg) for t in a.terms]) if values else a.terms
+        return Linear(_opt(pt.neg, a.dense), terms), sparse
 
     if kind == "cast":
         (a,) = parts
         dtype = scalar_op.o_type.dtype
         dense = None if a.dense is None else Lazy(pt.cast, (a.dense, dtype))
-        return Linear(dense, tuple(_map(t, pt.cast, dtype) for t in a.terms)), sparse
+        terms = tuple([_map(t, pt.cast, dtype) for t in a.terms]) if values else a.terms
+        return Linear(dense, terms), sparse
 
     if kind == "mul" and len(sparse) == 1:
         (s,) = sparse
         factors = [x for i, x in enumerate(node.inputs) if i != s]
         a = parts[s]
-        if not all(_gatherable(f, t) for f in factors for t in a.terms):
+        if not all([_gatherable(f, t) for f in factors for t in a.terms]):
             return None
         dense = None if a.dense is None else Lazy(pt.mul, (a.dense, *factors))
-        terms = tuple(_scale(t, factors, pt.mul) for t in a.terms)
+        terms = tuple([_scale(t, factors, pt.mul) for t in a.terms]) if values else a.terms
         return Linear(dense, terms), sparse
 
     if kind == "div" and sparse == [0]:
         a = parts[0]
         divisor = node.inputs[1]
-        if not all(_gatherable(divisor, t) for t in a.terms):
+        if not all([_gatherable(divisor, t) for t in a.terms]):
             return None
         dense = None if a.dense is None else Lazy(pt.true_div, (a.dense, divisor))
-        terms = tuple(_scale(t, [divisor], pt.true_div) for t in a.terms)
+        terms = tuple([_scale(t, [divisor], pt.true_div) for t in a.terms]) if values else a.terms
         return Linear(dense, terms), sparse
 
     return None
@@ -709,8 +744,21 @@ def scatters_behind(
     value: Variable, dependent: set[Variable], scatters: frozenset[Apply]
 ) -> list[Apply]:
     """The scatter-into-zeros nodes `value` reads, without walking past them."""
-    walk = ancestors([value], stop=lambda v: v not in dependent or v.owner in scatters)
-    return [v.owner for v in walk if v.owner in scatters and v in dependent]
+    found: list[Apply] = []
+    stack, seen = [value], {value}
+    while stack:
+        var = stack.pop()
+        owner = var.owner
+        if owner is None or var not in dependent:
+            continue
+        if owner in scatters:
+            found.append(owner)
+            continue
+        for i in owner.inputs:
+            if i not in seen:
+                seen.add(i)
+                stack.append(i)
+    return found
 
 
 def strip_wrappers(var: Variable) -> Variable:
@@ -742,6 +790,11 @@ def identity_at_zero(
     from pytensor.graph.replace import clone_replace
     from pytensor.graph.rewriting.utils import rewrite_graph
 
+    if len(_IDENTITY_CACHE) > 4096 or len(_TOKEN_BY_ID) > 65536:
+        # Together: cached keys hold tokens.
+        _IDENTITY_CACHE.clear()
+        _TOKENS.clear()
+        _TOKEN_BY_ID.clear()
     scatters = list(scatters)
     key = _algebra_key(value, state, set(scatters), dependent)
     cached = _IDENTITY_CACHE.get(key)
@@ -751,13 +804,24 @@ def identity_at_zero(
     at_zero = clone_replace(value, replace=zeros, rebuild_strict=False)
     simplified = rewrite_graph(at_zero, include=("canonicalize", "stabilize", "specialize"))
     result = strip_wrappers(simplified) is state
-    if len(_IDENTITY_CACHE) > 4096:
-        _IDENTITY_CACHE.clear()
     _IDENTITY_CACHE[key] = result
     return result
 
 
 _IDENTITY_CACHE: dict[Hashable, bool] = {}
+# Ops and types in keys are small ints: their own hash and equality run in
+# Python (through __props__), slow over thousands of keys. Equal ones share a token.
+_TOKENS: dict[Any, int] = {}
+# id(obj) -> (token, obj); holding the object keeps its id from naming another.
+_TOKEN_BY_ID: dict[int, tuple[int, Any]] = {}
+
+
+def token(obj: Any) -> int:
+    """A small int standing for `obj` in keys: equal objects share one."""
+    hit = _TOKEN_BY_ID.get(id(obj))
+    if hit is None:
+        hit = _TOKEN_BY_ID[id(obj)] = (_TOKENS.setdefault(obj, len(_TOKENS)), obj)
+    return hit[0]
 
 
 def _see_through(node: Apply) -> bool:
@@ -775,31 +839,24 @@ def _algebra_key(
     the scatters' paths are expanded too: the simplifier sees through them, so
     ``0.9 * acc`` and ``1.0 * acc`` must not share a key.
     """
+    # Every variable the walk is done with has a name.
     names: dict[Variable, Hashable] = {}
     parts: list[Hashable] = []
-
-    def name(var: Variable) -> Hashable:
-        if var in names:
-            return names[var]
-        if var is state:
-            ref: Hashable = "state"
-        elif var in scatters:
-            ref = ("scatter", var.type)
-        elif isinstance(var, Constant):
-            data = np.asarray(var.data)
-            ref = ("const", data.dtype.str, data.shape, data.tobytes())
-        else:
-            ref = ("leaf", var.type, len(names))
-        names[var] = ref
-        return ref
-
     # Post-order over the nodes between the leaves and `value`; nodes that do
     # not reach a scatter are leaves too, so the walk stays within the algebra.
-    stack: list[tuple[Variable, bool]] = [(value, False)]
-    done: set[Variable] = set()
+    # The stack holds variables to visit and (variable, node) pairs to name.
+    stack: list[Any] = [value]
     while stack:
-        var, expanded = stack.pop()
-        if var in done:
+        item = stack.pop()
+        if type(item) is tuple:
+            var, node = item
+            if var not in names:
+                names[var] = ("node", len(parts))
+                inputs = tuple([names[i] for i in node.inputs])
+                parts.append((token(node.op), var.index, inputs))
+            continue
+        var = item
+        if var in names:
             continue
         node = var.owner
         if (
@@ -808,17 +865,21 @@ def _algebra_key(
             or var in scatters
             or (var not in dependent and not _see_through(node))
         ):
-            name(var)
-            done.add(var)
+            if var is state:
+                ref: Hashable = "state"
+            elif var in scatters:
+                ref = ("scatter", token(var.type))
+            elif isa(var, (Constant,)):
+                data = var.data
+                if type(data) is not np.ndarray:
+                    data = np.asarray(data)
+                ref = ("const", token(data.dtype), data.shape, data.tobytes())
+            else:
+                ref = ("leaf", token(var.type), len(names))
+            names[var] = ref
             continue
-        if not expanded:
-            stack.append((var, True))
-            stack.extend((i, False) for i in node.inputs if i not in done)
-            continue
-        ref = ("node", len(parts))
-        parts.append((node.op, node.outputs.index(var), tuple(name(i) for i in node.inputs)))
-        names[var] = ref
-        done.add(var)
+        stack.append((var, node))
+        stack.extend([i for i in node.inputs if i not in names])
     return (tuple(parts), names.get(value))
 
 
@@ -847,8 +908,11 @@ def writes_equal_at_repeats(rows: Variable) -> bool:
 # Naming tables in messages (the lint's findings, the optimizers' errors)
 # --------------------------------------------------------------------------- #
 def shape_of(var: Variable) -> tuple[int, ...] | None:
-    if isinstance(var, SharedVariable):
-        return tuple(np.shape(var.get_value(borrow=True)))
+    if isa(var, (SharedVariable,)):
+        value = var.get_value(borrow=True)
+        # What np.shape reads first, without its call.
+        shape = getattr(value, "shape", None)
+        return tuple(np.shape(value) if shape is None else shape)
     shape = var.type.shape if hasattr(var.type, "shape") else None
     if shape is not None and all(s is not None for s in shape):
         return tuple(int(s) for s in shape)
@@ -860,5 +924,5 @@ def describe(var: Variable) -> str:
     name = var.name or "<unnamed table>"
     shape = shape_of(var)
     dtype = getattr(var.type, "dtype", "?")
-    dims = "x".join(str(s) for s in shape) if shape else f"{var.type.ndim}-d"
+    dims = "x".join(map(str, shape)) if shape else f"{var.type.ndim}-d"
     return f"`{name}` ({dims} {dtype})"

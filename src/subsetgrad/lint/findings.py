@@ -22,6 +22,12 @@ class Location:
     line: int
     col: int = 1
 
+    def __init__(self, path: str, line: int, col: int = 1) -> None:
+        # Straight into the instance dict: the generated frozen __init__ calls
+        # object.__setattr__ per field, which shows on thousands of findings.
+        d = self.__dict__
+        d["path"], d["line"], d["col"] = path, line, col
+
     def __str__(self) -> str:
         return f"{self.path}:{self.line}:{self.col}"
 
@@ -43,6 +49,20 @@ class Finding:
     location: Location | None
     # Other lines that take part (the second lookup, the missed path).
     related: tuple[Location, ...] = field(default=())
+
+    def __init__(
+        self,
+        code: str,
+        name: str,
+        severity: Severity,
+        message: str,
+        hint: str,
+        location: Location | None,
+        related: tuple[Location, ...] = (),
+    ) -> None:
+        d = self.__dict__  # as in Location
+        d["code"], d["name"], d["severity"], d["message"] = code, name, severity, message
+        d["hint"], d["location"], d["related"] = hint, location, related
 
     def sort_key(self) -> tuple[str, int, int, str]:
         loc = self.location

@@ -29,11 +29,14 @@ class Program:
 
     @cached_property
     def index(self) -> GraphIndex:
-        return GraphIndex.from_outputs([*self.outputs, *(v for _, v in self.updates)])
+        return GraphIndex.from_outputs(
+            [*self.outputs, *(v for _, v in self.updates)], root_clients=False
+        )
 
     @cached_property
     def decomposition(self) -> Decomposition:
-        return decompose_graph(self.index)
+        # The rules ask which scatters make up an update, never for their values.
+        return decompose_graph(self.index, values=False)
 
     @cached_property
     def update_values(self) -> dict[Variable, Variable]:

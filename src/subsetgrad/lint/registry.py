@@ -46,7 +46,7 @@ class Rule:
             message=message,
             hint=hint or self.hint,
             location=location,
-            related=tuple(r for r in related if r is not None),
+            related=tuple([r for r in related if r is not None]),
         )
 
     def snippet(self, section: str) -> str:

@@ -13,6 +13,7 @@ import pytensor
 from pytensor.graph.basic import Apply, Variable
 
 import subsetgrad
+from subsetgrad.graph import isa
 from subsetgrad.lint.findings import Location
 
 # Frames in these trees are never the user's line: PyTensor itself, subsetgrad
@@ -61,10 +62,7 @@ def location_of(var: Variable | Apply | None) -> Location | None:
     """The innermost user frame that built `var` (or the node's first output)."""
     if var is None:
         return None
-    if isinstance(var, Apply):
-        candidates: Iterable[Variable] = var.outputs
-    else:
-        candidates = [var]
+    candidates: Iterable[Variable] = var.outputs if isa(var, (Apply,)) else (var,)
     for v in candidates:
         trace = getattr(v.tag, "trace", None)
         if not trace:
@@ -73,7 +71,7 @@ def location_of(var: Variable | Apply | None) -> Location | None:
         # each outermost frame first.
         for summary in trace:
             for frame in reversed(summary):
-                filename, lineno = tuple(frame)[:2]
+                filename, lineno = frame[0], frame[1]
                 if is_user_file(filename):
                     return Location(absolute(filename), int(lineno), _column(filename, lineno))
     return None

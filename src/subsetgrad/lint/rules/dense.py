@@ -94,15 +94,16 @@ def dense_uses(program: Program, value: Variable) -> tuple[list[tuple[Apply | No
 def _feeds_only_updates(program: Program, node: Apply, ndim: int) -> bool:
     """Everything downstream of `node` is full-shape elementwise work ending in updates."""
     updated = program.update_values
+    output_set, clients = program.index.output_set, program.index.clients
     stack, seen = [node], {node}
     while stack:
         n = stack.pop()
-        if not isinstance(n.op, Elemwise) or n.outputs[0].ndim != ndim:
+        if not isinstance(n.op, Elemwise) or n.outputs[0].type.ndim != ndim:
             return False
         for out in n.outputs:
-            if out in program.index.output_set and out not in updated:
+            if out in output_set and out not in updated:
                 return False
-            for client, _ in program.index.clients.get(out, []):
+            for client, _ in clients.get(out, ()):
                 if client not in seen:
                     seen.add(client)
                     stack.append(client)

@@ -18,6 +18,8 @@ from subsetgrad.graph import (
     index_of,
     indices_provably_unique,
     is_lookup,
+    isa,
+    token,
     writes_equal_at_repeats,
 )
 from subsetgrad.lint.findings import Finding, Location
@@ -27,7 +29,7 @@ from subsetgrad.lint.source import location_of
 
 
 def _input_key(var: Variable) -> Hashable:
-    if isinstance(var, Constant):
+    if isa(var, (Constant,)):
         data = np.asarray(var.data)
         return ("const", data.dtype.str, data.shape, data.tobytes())
     return id(var)
@@ -40,7 +42,8 @@ def _table_key(var: Variable) -> Hashable:
 
 def lookup_key(node: Apply) -> Hashable:
     """Equal for lookups of the same table with structurally equal indices."""
-    return (node.op, _table_key(node.inputs[0]), tuple(_input_key(v) for v in node.inputs[1:]))
+    index = tuple([_input_key(v) for v in node.inputs[1:]])
+    return (token(node.op), _table_key(node.inputs[0]), index)
 
 
 @rule(
@@ -94,8 +97,8 @@ def duplicated_lookup(program: Program, r: Rule) -> Iterator[Finding]:
     # Lookups by a symbolic index array (``W[idx]``); constant and basic indexing
     # (``X[:, 0]`` of shared data) is reading, not a lookup a gradient is taken at.
     for node in program.index.nodes_of(AdvancedSubtensor):
-        if isinstance(node.inputs[0], SharedVariable) and any(
-            not isinstance(i, Constant) and i.type.ndim > 0 for i in node.inputs[1:]
+        if isa(node.inputs[0], (SharedVariable,)) and any(
+            [not isa(i, (Constant,)) and i.type.ndim > 0 for i in node.inputs[1:]]
         ):
             groups.setdefault(lookup_key(node), []).append(node)
     for nodes in groups.values():
