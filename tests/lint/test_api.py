@@ -136,3 +136,18 @@ def test_copies_taken_inside_the_block_are_restored(monkeypatch: pytest.MonkeyPa
         late.grad = pytensor.grad  # type: ignore[attr-defined]  # as `from pytensor import grad`
         assert late.grad is not original  # type: ignore[attr-defined]
     assert late.grad is original  # type: ignore[attr-defined]
+
+
+def test_state_of_two_tables_names_the_same_table_every_time() -> None:
+    """SG301 names one table of a state fed by two; which one must not vary between builds."""
+
+    def named() -> str:
+        idx = pt.lvector("idx")
+        W1 = pytensor.shared(np.ones((50, 4)), name="W1")
+        W2 = pytensor.shared(np.ones((50, 4)), name="W2")
+        acc = pytensor.shared(np.zeros((50, 4)), name="acc")
+        g1, g2 = pytensor.grad((W1[idx] ** 2).sum() + (W2[idx] ** 3).sum(), [W1, W2])
+        (finding,) = subsetgrad.check([], {acc: 0.9 * acc + 0.1 * (g1 + g2) ** 2})
+        return finding.message
+
+    assert len({named() for _ in range(8)}) == 1

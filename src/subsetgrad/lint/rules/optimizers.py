@@ -108,8 +108,8 @@ def optimizer_state_decay(program: Program, r: Rule) -> Iterator[Finding]:
         if value not in dependent or id(getattr(state, "container", state)) in looked_up:
             continue
         scatters = scatters_behind(value, dependent, program.index.scatters)
-        tables = {sized[s] for s in scatters}
-        tables.discard(None)
+        # In the order of the walk (a set's order would name a different table per run).
+        tables = [t for t in dict.fromkeys(sized[s] for s in scatters) if t is not None]
         shape = shape_of(state)
         owners = [t for t in tables if t is not None and shape_of(t) == shape]
         if not owners or any(same_table(state, t) for t in owners):
