@@ -375,6 +375,26 @@ def test_fresh_outputs_read_caught_up_rows() -> None:
     )
 
 
+def test_catchup_refuses_a_norm_that_does_not_clip_its_clipped_state() -> None:
+    """``u' = max(b2 u, |g|)`` read as ``sqrt(u)``: after k steps u is ``b2**k max(u, 0)``,
+    which ``sqrt(u)`` does not follow for a negative u."""
+    W = pytensor.shared(np.ones((V, D)), name="emb")
+    g = pytensor.grad((W[pt.lvector("idx")] ** 2).sum(), W)
+    m = pytensor.shared(np.zeros((V, D)), name="m")
+    u = pytensor.shared(np.zeros((V, D)), name="u")
+    new_m = 0.9 * m + 0.1 * g
+    updates = {
+        m: new_m,
+        u: pt.maximum(0.999 * u, abs(g)),
+        W: W - 0.01 * new_m / (pt.sqrt(u) + 1e-8),
+    }
+    with pytest.raises(SparseUpdateError, match=r"neither a constant linear map"):
+        sparse_updates(updates, "catchup")
+    # Read as the new state, max(.) clips it, and the form holds.
+    updates[W] = W - 0.01 * new_m / (pt.sqrt(updates[u]) + 1e-8)
+    assert sparse_updates(updates, "catchup").flush
+
+
 def test_repeated_index_rmsprop_is_summed_first() -> None:
     """The issue's example: a repeated row with lazy RMSprop ends at 0.684, not 0.368."""
     W = pytensor.shared(np.ones((5, 1)), name="W")

@@ -464,12 +464,11 @@ def moment_ratio(
         return None
     if moment is None or norm is None:
         return None
-    (n_key, h, eps, degree) = norm
-    decay_m, decay_x = decays[moment - 1], decays[n_key - 1]
+    decay_m, decay_x = decays[moment - 1], decays[norm.key - 1]
     assert decay_m is not None and decay_x is not None
-    if decay_m.clipped or (decay_x.clipped and not _clamped(h, keys[n_key])):
+    if decay_m.clipped or (decay_x.clipped and not norm.clips_x):
         return None
-    q = decay_x.factor**degree
+    q = decay_x.factor**norm.degree
     from scipy.signal import lfilter  # (slow to import; only Adam-style catch-up needs it)
 
     rate: Variable = pt.constant(np.int8(sign))
@@ -518,9 +517,9 @@ def moment_ratio(
         keys=keys,
         decays=tuple(d for d in decays if d is not None),
         moment=moment,
-        norm=n_key,
-        h=h,
-        eps=eps,
+        norm=norm.key,
+        h=norm.h,
+        eps=norm.eps,
         counter=counter,
         rho=rho,
         sums=sums,
@@ -574,8 +573,22 @@ def _factors(var: Variable, upper: bool = True) -> list[tuple[Variable, bool]]:
     return [(var, upper)]
 
 
-def _norm(var: Variable, keys: Sequence[Variable]) -> tuple[int, Variable, float, float] | None:
-    """``eps + h(x)`` as (index of x, h, eps, degree of h in x), or None."""
+@dataclass(frozen=True)
+class Norm:
+    """``eps + h(x)``: x is ``keys[key]``, ``h(c x) = c**degree h(x)`` for c > 0."""
+
+    key: int
+    h: Variable
+    eps: float
+    degree: float
+    #: ``h`` takes ``max(., 0)`` of x before anything but a positive scale. A clipped
+    #: state (``x' = max(beta x, 0)``) is ``beta**i max(x, 0)`` after ``i`` steps, not
+    #: ``beta**i x``; ``h`` scales with it only if it clips x itself.
+    clips_x: bool
+
+
+def _norm(var: Variable, keys: Sequence[Variable]) -> Norm | None:
+    """``eps + h(x)`` with ``eps >= 0`` and a suitable ``h`` (see `_shape_of_h`), or None."""
     if not _is_elemwise(var, ps.Add) or len(var.owner.inputs) != 2:
         return None
     for i, j in ((0, 1), (1, 0)):
@@ -583,19 +596,20 @@ def _norm(var: Variable, keys: Sequence[Variable]) -> tuple[int, Variable, float
         if eps is None or eps < 0:
             continue
         h = var.owner.inputs[j]
-        found = _degree(h, keys)
+        found = _shape_of_h(h, keys)
         if found is not None:
-            return (found[0], h, eps, found[1])
+            return Norm(found[0], h, eps, found[1], found[2])
     return None
 
 
-def _degree(h: Variable, keys: Sequence[Variable]) -> tuple[int, float] | None:
-    """(index of x, d) when ``h(c x) = c**d h(x)`` for every c > 0 and ``h >= 0``.
+def _shape_of_h(h: Variable, keys: Sequence[Variable]) -> tuple[int, float, bool] | None:
+    """(index of x, degree, clips x) when ``h(c x) = c**d h(x)`` for c > 0 and ``h >= 0``.
 
     ``h`` is built from x alone by positive scales, ``sqrt`` and ``max(., 0)``, at
     least one of the last two (the expansion in eps needs ``eps + h >= eps``).
     """
     degree, var, signless = 1.0, strip_wrappers(h), False
+    nearest: ps.ScalarOp | None = None  # the op closest to x other than a scale
     while var not in keys[1:]:
         node = var.owner
         if node is None:
@@ -614,29 +628,12 @@ def _degree(h: Variable, keys: Sequence[Variable]) -> tuple[int, float] | None:
             degree /= 2
         elif not (scales or clips):
             return None
-        signless = signless or not scales
+        if not scales:
+            signless, nearest = True, scalar
         var = strip_wrappers(inner[0])
-    return (keys.index(var), degree) if signless else None
-
-
-def _clamped(h: Variable, x: Variable) -> bool:
-    """Whether ``h`` takes ``max(., 0)`` of ``x`` before anything but a positive scale.
-
-    A clipped state (``x' = max(beta x, 0)``) is ``beta**i max(x, 0)`` after ``i``
-    steps, not ``beta**i x``; ``h`` scales with it only if it clips ``x`` itself.
-    """
-    path: list[Apply] = []
-    var = strip_wrappers(h)
-    while var is not x and var.owner is not None:
-        path.append(var.owner)
-        var = strip_wrappers(next(i for i in var.owner.inputs if _constant(i) is None))
-    for node in reversed(path):
-        scalar = getattr(node.op, "scalar_op", None)
-        if isinstance(scalar, ps.Maximum):
-            return True
-        if not (isinstance(node.op, DimShuffle) or isinstance(scalar, ps.Mul)):
-            return False
-    return False
+    if not signless:
+        return None
+    return keys.index(var), degree, isinstance(nearest, ps.Maximum)
 
 
 def _rate_values(

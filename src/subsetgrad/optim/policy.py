@@ -31,6 +31,7 @@ from subsetgrad.optim.rows import (
     analyse,
     changed_at_zero,
     linear_without_state,
+    row_index,
     row_values,
     touched_rows,
     write_rows,
@@ -197,10 +198,9 @@ def _fresh_lookups(
     for node in index.nodes_of(*LOOKUP_OPS):
         if node.inputs[0] is not table:
             continue
-        first, *rest = index_of(node)
-        whole = all(isinstance(e, slice) and e == slice(None) for e in rest)
-        if isinstance(first, Variable) and first in by_index and whole:
-            fresh[node.outputs[0]] = by_index[first]
+        rows_read = row_index(index_of(node))
+        if rows_read is not None and rows_read in by_index:
+            fresh[node.outputs[0]] = by_index[rows_read]
     return fresh
 
 

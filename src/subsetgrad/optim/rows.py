@@ -34,6 +34,7 @@ from pytensor.tensor.elemwise import DimShuffle, Elemwise
 from subsetgrad.graph import (
     Decomposition,
     GraphIndex,
+    Index,
     Linear,
     Scatter,
     decompose_graph,
@@ -211,21 +212,23 @@ def _table_of(sources: Iterable[Apply], keys: Sequence[Variable]) -> Variable | 
     return keys[0] if keys else None
 
 
-def _row_index(term: Scatter) -> Variable:
-    """The integer row index of a leading-axis lookup scatter, or an error."""
-    first, *rest = term.index
-    ok = (
-        isinstance(first, Variable)
-        and first.type.dtype.startswith(("int", "uint"))
-        and all(
-            isinstance(e, slice) and e.start is None and e.stop is None and e.step is None
-            for e in rest
-        )
+def row_index(index: Index) -> Variable | None:
+    """The integer index variable of a whole-row read or write (``W[idx]``), else None."""
+    first, *rest = index
+    whole = all(
+        isinstance(e, slice) and e.start is None and e.stop is None and e.step is None for e in rest
     )
-    if not ok:
+    if isinstance(first, Variable) and first.type.dtype.startswith(("int", "uint")) and whole:
+        return first
+    return None
+
+
+def _row_index(term: Scatter) -> Variable:
+    """The row index of a lookup's scatter, or an error."""
+    index = row_index(term.index)
+    if index is None:
         raise RowUpdateError("its gradient is not a scatter of whole rows (W[idx] lookups)")
-    assert isinstance(first, Variable)
-    return first
+    return index
 
 
 def _build_group(
