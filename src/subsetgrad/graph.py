@@ -339,22 +339,27 @@ class GraphIndex:
         groups: defaultdict[type, list[Apply]] = defaultdict(list)
         stack = [o.owner for o in outputs if o.owner is not None]
         seen: set[Apply] = set(stack)
+        # Bound once: this loop runs for every node and edge of the graph.
+        pop, push, see, users_of = stack.pop, stack.append, seen.add, clients.get
         while stack:
-            node = stack.pop()
+            node = pop()
             nodes.append(node)
             groups[type(node.op)].append(node)
-            for j, inp in enumerate(node.inputs):
+            j = -1
+            for inp in node.inputs:
+                j += 1
                 parent = inp.owner
-                if parent is None and not root_clients:
-                    continue
-                users = clients.get(inp)
+                if parent is None:
+                    if not root_clients:
+                        continue
+                elif parent not in seen:
+                    see(parent)
+                    push(parent)
+                users = users_of(inp)
                 if users is None:
                     clients[inp] = [(node, j)]
                 else:
                     users.append((node, j))
-                if parent is not None and parent not in seen:
-                    seen.add(parent)
-                    stack.append(parent)
         index = cls(nodes, clients, list(outputs))
         # Filled in the same pass rather than by another walk over every node.
         index.__dict__["_by_op_type"] = groups
@@ -443,9 +448,10 @@ def decompose_graph(index: GraphIndex, *, values: bool = True) -> Decomposition:
     linear, absorbed = dec.linear, dec.absorbed
     for node in index.inc_region:
         # Cheapest test first: most nodes in the region read no decomposed input.
-        if linear.keys().isdisjoint(node.inputs) and not is_inc(node):
+        inc = is_inc(node)
+        if not inc and linear.keys().isdisjoint(node.inputs):
             continue
-        result = _decompose_node(node, dec, node in zero_based, values)
+        result = _decompose_node(node, dec, inc, node in zero_based, values)
         if result is not None:
             lin, used = result
             linear[node.outputs[0]] = lin
@@ -482,10 +488,6 @@ def _downstream(
     return order
 
 
-def _scatter_term(node: Apply) -> Scatter | None:
-    return Scatter(node.inputs[1], node) if _is_term(node) else None
-
-
 def _is_term(node: Apply) -> bool:
     """Whether an increment can be a term of a decomposition."""
     if not is_inc(node):
@@ -497,27 +499,27 @@ def _is_term(node: Apply) -> bool:
 
 
 def _decompose_node(
-    node: Apply, dec: Decomposition, zero_base: bool, values: bool = True
+    node: Apply, dec: Decomposition, inc: bool, zero_base: bool, values: bool = True
 ) -> tuple[Linear, list[int]] | None:
     """The decomposition of ``node.outputs[0]`` and the inputs it folded in, or None.
 
-    Called for increments and for nodes that read a decomposed input.
+    Called for increments (`inc`) and for nodes that read a decomposed input.
     """
-    inc = is_inc(node)
     linear = dec.linear
-    if len(node.outputs) != 1:
+    outputs = node.outputs
+    if len(outputs) != 1:
         return None
     op = node.op
-    out = node.outputs[0]
+    out = outputs[0]
     # Integer arithmetic wraps and integer casts truncate: only floating-point
     # values are linear in the scatter.
-    if not str(getattr(out.type, "dtype", "")).startswith("float"):
+    if getattr(out.type, "dtype", None) not in _FLOAT_DTYPES:
         return None
 
     if inc:
-        term = _scatter_term(node)
-        if term is None:
+        if not _is_term(node):
             return None
+        term = Scatter(node.inputs[1], node)
         base = node.inputs[0]
         if op.set_instead_of_inc:
             # A set equals an increment only into zeros and only without repeats:
@@ -549,7 +551,7 @@ def _decompose_node(
         return None
 
     scalar_op = op.scalar_op
-    parts = [dec.of(x) for x in node.inputs]
+    parts = [linear.get(x) or Linear(x) for x in node.inputs]
 
     if kind == "add":
         dense = _combine(pt.add, [p.dense for p in parts])
@@ -600,6 +602,8 @@ def _decompose_node(
 
     return None
 
+
+_FLOAT_DTYPES = frozenset({"float16", "float32", "float64"})
 
 _LINEAR_SCALAR_OPS = (
     (ps.Add, "add"),
@@ -824,9 +828,22 @@ def token(obj: Any) -> int:
     return hit[0]
 
 
-def _see_through(node: Apply) -> bool:
-    op_type: Any = type(node.op)
-    return _subclass(op_type, (Elemwise, DimShuffle))
+# Ops the simplifier sees through: expanded in keys even off the scatters' paths.
+_SEE_THROUGH = (Elemwise, DimShuffle)
+
+
+def _leaf_name(var: Variable, state: Variable, scatters: set[Variable], order: int) -> Hashable:
+    """A leaf by role: the state, a scatter, a constant by value, else by type and order."""
+    if var is state:
+        return "state"
+    if var in scatters:
+        return ("scatter", token(var.type))
+    if isa(var, (Constant,)):
+        data = var.data
+        if type(data) is not np.ndarray:
+            data = np.asarray(data)
+        return ("const", token(data.dtype), data.shape, data.tobytes())
+    return ("leaf", token(var.type), order)
 
 
 def _algebra_key(
@@ -846,14 +863,17 @@ def _algebra_key(
     # not reach a scatter are leaves too, so the walk stays within the algebra.
     # The stack holds variables to visit and (variable, node) pairs to name.
     stack: list[Any] = [value]
+    pop, push, by_id = stack.pop, stack.append, _TOKEN_BY_ID
     while stack:
-        item = stack.pop()
+        item = pop()
         if type(item) is tuple:
             var, node = item
             if var not in names:
                 names[var] = ("node", len(parts))
+                op = node.op
+                hit = by_id.get(id(op))
                 inputs = tuple([names[i] for i in node.inputs])
-                parts.append((token(node.op), var.index, inputs))
+                parts.append((token(op) if hit is None else hit[0], var.index, inputs))
             continue
         var = item
         if var in names:
@@ -863,23 +883,14 @@ def _algebra_key(
             node is None
             or var is state
             or var in scatters
-            or (var not in dependent and not _see_through(node))
+            or (var not in dependent and not isa(node.op, _SEE_THROUGH))
         ):
-            if var is state:
-                ref: Hashable = "state"
-            elif var in scatters:
-                ref = ("scatter", token(var.type))
-            elif isa(var, (Constant,)):
-                data = var.data
-                if type(data) is not np.ndarray:
-                    data = np.asarray(data)
-                ref = ("const", token(data.dtype), data.shape, data.tobytes())
-            else:
-                ref = ("leaf", token(var.type), len(names))
-            names[var] = ref
+            names[var] = _leaf_name(var, state, scatters, len(names))
             continue
-        stack.append((var, node))
-        stack.extend([i for i in node.inputs if i not in names])
+        push((var, node))
+        for i in node.inputs:
+            if i not in names:
+                push(i)
     return (tuple(parts), names.get(value))
 
 
