@@ -551,7 +551,7 @@ def _decompose_node(
         return None
 
     scalar_op = op.scalar_op
-    parts = [linear.get(x) or Linear(x) for x in node.inputs]
+    parts = [dec.of(x) for x in node.inputs]
 
     if kind == "add":
         dense = _combine(pt.add, [p.dense for p in parts])
@@ -863,17 +863,15 @@ def _algebra_key(
     # not reach a scatter are leaves too, so the walk stays within the algebra.
     # The stack holds variables to visit and (variable, node) pairs to name.
     stack: list[Any] = [value]
-    pop, push, by_id = stack.pop, stack.append, _TOKEN_BY_ID
+    pop, push = stack.pop, stack.append
     while stack:
         item = pop()
         if type(item) is tuple:
             var, node = item
             if var not in names:
                 names[var] = ("node", len(parts))
-                op = node.op
-                hit = by_id.get(id(op))
                 inputs = tuple([names[i] for i in node.inputs])
-                parts.append((token(op) if hit is None else hit[0], var.index, inputs))
+                parts.append((token(node.op), var.index, inputs))
             continue
         var = item
         if var in names:
