@@ -15,9 +15,19 @@ from pytensor.tensor.basic import Alloc, AllocEmpty
 
 import subsetgrad
 from subsetgrad.graph import is_inc
-from subsetgrad.optim import SparseUpdateError, sparse_updates
+from subsetgrad.optim import SparseUpdateError, catchup, sparse_updates
 from tests.optim import reference as ref
-from tests.optim.test_reference import DTYPES, STEPS, B, D, V, assert_close, hyper, schedule
+from tests.optim.test_reference import (
+    DTYPES,
+    STEPS,
+    TOL,
+    B,
+    D,
+    V,
+    assert_close,
+    hyper,
+    schedule,
+)
 
 VALID = [
     *((name, "exact") for name in sorted(ref.IDENTITY_AT_ZERO)),
@@ -234,6 +244,80 @@ def test_adaptive_catchup_within_the_documented_bound_near_eps(name: str) -> Non
     rounding = 1e-14 * max(1.0, float(np.abs(dense).max()))
     assert (np.abs(W.get_value() - dense) <= bound + rounding).all()
     assert bound.max() > 100 * rounding  # the run does reach the eps regime
+
+
+def long_gap_flush(name: str, dtype: str, gaps: np.ndarray, now: int, steps: int) -> Any:
+    """Flush a table whose row ``i`` was last touched ``gaps[i]`` steps ago; returns it.
+
+    `now` is the optimizer's step counter, `steps` the catch-up's; the state is random.
+    """
+    rng = np.random.default_rng(3)
+    shape = (len(gaps), 4)
+    with pytensor.config.change_flags(floatX=dtype):
+        W = pytensor.shared(rng.normal(size=shape).astype(dtype), name="W")
+        idx = pt.lvector("idx")
+        updates = getattr(pm_updates, name)((W[idx] ** 2).sum(), [W], **hyper(name))
+        result = sparse_updates(updates, "catchup")
+        flush = pytensor.function([], [], updates=result.flush, mode=FAST)
+    m, x = (v for v in updates if v is not W and v.type.ndim == 2)
+    # Moments from 1e-8 to 1 with |m| / h below 1, as gradients leave them.
+    moment = rng.normal(size=shape) * 10.0 ** rng.integers(-8, 1, shape)
+    norm = np.abs(moment) * (1 + rng.random(shape))
+    m.set_value(moment.astype(dtype))
+    x.set_value((norm**2 if name == "adam" else norm).astype(dtype))
+    (counter,) = [v for v in updates if v.type.ndim == 0]
+    counter.set_value(np.asarray(now, dtype=counter.type.dtype))
+    assert result.step is not None
+    result.step.set_value(np.int64(steps))
+    (last,) = [v for v in result.flush if v.type.ndim == 1]
+    last.set_value(steps - gaps)
+    before = (W.get_value(), m.get_value(), x.get_value())
+    flush()
+    return before, (W.get_value(), m.get_value(), x.get_value())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", sorted(ref.ADAPTIVE_MOMENT))
+def test_adaptive_flush_after_long_gaps(
+    name: str, dtype: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flush looks per-row coefficients up by gap: every kind of gap, against the reference
+    and against computing them row by row.
+
+    Gaps up to where the fades underflow have an entry each; longer ones share one entry,
+    except the last `horizon` steps of the counter (the rate's warm-up) and gaps longer
+    than the counter has run.
+    """
+    horizon = bias_horizon(name, dtype)
+    settled = 7_500  # just past where Adam's and Adamax's fades underflow (about 7,300)
+    now = horizon + 3 * settled
+    gaps = np.array(
+        [
+            *(0, 1, 2, 17, 700, settled - 400, settled + 400, 2 * settled, now - horizon - 1),
+            *(now - horizon, now - horizon + 1, now - horizon // 2, now - 3, now - 1, now),
+        ]
+    )
+    before, tabled = long_gap_flush(name, dtype, gaps, now, steps=now + 40)
+    hy = hyper(name)
+    p, m, x = (b.copy() for b in before)
+    second = "v" if name == "adam" else "u"
+    _, _, bound = ref.catch_up(name, p, {"m": m, second: x}, now - gaps, gaps, hy)
+    # Order 10: the eps expansion as good as exact, so the bound of order 3 applies.
+    expected, state, _ = ref.catch_up(name, p, {"m": m, second: x}, now - gaps, gaps, hy, 10)
+    assert bound is not None
+    rounding = TOL[dtype] * max(1.0, float(np.abs(expected).max()))
+    assert (np.abs(tabled[0] - expected) <= bound + rounding).all()
+    assert_close(tabled[1], state["m"], dtype)
+    assert_close(tabled[2], state[second], dtype)
+    assert not np.array_equal(tabled[0], before[0])
+
+    # Gaps longer than the counter (it started after the catch-up's step) included.
+    longer = np.concatenate([gaps, [now + 1, now + 40]])
+    _, tabled = long_gap_flush(name, dtype, longer, now, steps=now + 40)
+    monkeypatch.setattr(catchup, "_MAX_TABLE", 0)
+    _, per_row = long_gap_flush(name, dtype, longer, now, steps=now + 40)
+    for a, b in zip(tabled, per_row, strict=True):
+        np.testing.assert_array_equal(a, b)  # the same numbers, computed once per gap
 
 
 def adam_by_hand(

@@ -37,11 +37,20 @@ the per-step ``eps``: the error of one gap is at most
 ``|m|/D * (eps/D)**(N+1) * S_{N+1}``. ``N`` starts at `ORDER` and rises until
 that is within `_TOLERANCE` learning rates per unit of ``|m|/h`` (7e-8 learning
 rates at Adam's defaults in the worst case, ``s`` near ``eps``, with N = 3).
+
+A flush catches up every row, and a row's coefficients (the ``S_n`` and the decay
+powers) depend only on its gap. Past the gap where every ``rho_l**k`` underflows
+to zero they are constant, except through the rate's warm-up (the last ``T``
+steps of the counter). `MomentRatio.flush` therefore computes them once per gap
+that can give a distinct value, a table of a few ten thousand entries, and each
+row gathers its entry: the same numbers, with no per-row powers or float64
+temporaries.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -282,6 +291,10 @@ class Plan(Protocol):
         """The keys' `values` (rows) after ``k`` (one per row) zero-gradient steps."""
         ...
 
+    def flush(self, values: Sequence[Variable], k: Variable) -> list[Variable]:
+        """`apply` to whole tables (every row, none gathered)."""
+        ...
+
 
 @dataclass(frozen=True)
 class LinearPlan:
@@ -306,6 +319,9 @@ class LinearPlan:
         if self.power is None:
             return list(values)
         return catch_up(self.linear, self.power, values, k)
+
+    def flush(self, values: Sequence[Variable], k: Variable) -> list[Variable]:
+        return self.apply(values, k)
 
 
 def plan_catch_up(group: RowGroup, updates: Mapping[Variable, Variable]) -> Plan:
@@ -340,6 +356,8 @@ _MAX_ORDER = 12
 _TOLERANCE = 1e-6
 # f(t) is looked for up to this many steps; a rate that still changes is refused.
 _MAX_HORIZON = 1 << 22
+#: Largest table of per-gap coefficients a flush builds; past it, per row.
+_MAX_TABLE = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -349,12 +367,12 @@ class Decay:
     factor: float
     clipped: bool
 
-    def apply(self, x: Variable, k: Variable, power: Variable) -> Variable:
-        """`x` after `k` steps; `power` is ``factor**k``."""
+    def apply(self, x: Variable, power: Variable, touched: Variable) -> Variable:
+        """`x` after a row's gap; `power` is ``factor**gap``, `touched` is ``gap > 0``."""
         decayed = pt.cast(power, x.type.dtype)[_per_row(x)] * x
         if not self.clipped:
             return decayed
-        return pt.switch(pt.gt(k, 0)[_per_row(x)], pt.maximum(decayed, 0), x)
+        return pt.switch(touched[_per_row(x)], pt.maximum(decayed, 0), x)
 
 
 @dataclass(frozen=True)
@@ -386,9 +404,65 @@ class MomentRatio:
         return (self.keys[0], *(k for k, s in zip(self.keys[1:], still, strict=True) if not s))
 
     def apply(self, values: Sequence[Variable], k: Variable) -> list[Variable]:
-        factors = [d.factor for d in self.decays]
-        both = powers([*self.rho, *factors], k)
-        fades, decayed = both[: len(self.rho)], both[len(self.rho) :]
+        dtype = self._dtype(values)
+        series = self._series(k, dtype)
+        decayed = [pt.cast(p, dtype) for p in powers([d.factor for d in self.decays], k)]
+        return self._combine(values, series, decayed, pt.gt(k, 0))
+
+    def flush(self, values: Sequence[Variable], k: Variable) -> list[Variable]:
+        """`apply` to every row of the tables, with per-row coefficients looked up.
+
+        A row's coefficients depend only on its gap `k`, and for ``k > settled`` only
+        through the rate's warm-up (the last ``horizon`` steps of the counter) and
+        the decays that have not underflowed. So they are computed once for each
+        gap that can give a distinct value and gathered by one int32 index: one
+        (V, columns) array instead of per-row powers and float64 gathers, whose
+        V-long temporaries cost more in page faults than the flush's own pass.
+        """
+        dtype = self._dtype(values)
+        settled, tabled = self._settled(dtype)
+        horizon = len(self.sums) - 1 if self.counter is not None else 0
+        size = settled + horizon + 2
+        if size > _MAX_TABLE:
+            return self.apply(values, k)
+        now = pt.cast(self.counter, "int64") if self.counter is not None else 0
+        # Gap of each entry: 0 .. settled + 1, then now - horizon + 1 .. now (at least
+        # settled + 1): entry settled + 1 stands for every gap in (settled, now - horizon].
+        j = pt.arange(size, dtype="int64")
+        gaps = pt.switch(
+            pt.le(j, settled + 1), j, pt.maximum(now - horizon + (j - settled - 1), settled + 1)
+        )
+        columns = self._series(gaps, dtype)
+        bases = [d.factor for d, t in zip(self.decays, tabled, strict=True) if t]
+        columns += [pt.cast(p, dtype) for p in powers(bases, gaps)]
+        entry = pt.switch(
+            pt.le(k, settled), k, settled + 1 + pt.clip(k - (now - horizon), 0, horizon)
+        )
+        entry = _small(entry)
+        rows = pt.stack(columns, axis=1)[entry]
+        looked_up = iter(rows[:, i] for i in range(len(columns)))
+        series = [next(looked_up) for _ in self.rho]
+        decayed = [
+            next(looked_up) if t else pt.cast(powers([d.factor], k)[0], dtype)
+            for d, t in zip(self.decays, tabled, strict=True)
+        ]
+        return self._combine(values, series, decayed, pt.gt(entry, 0))
+
+    def _dtype(self, values: Sequence[Variable]) -> str:
+        return str(ps.upcast(*(v.type.dtype for v in values)))
+
+    def _settled(self, dtype: str) -> tuple[int, list[bool]]:
+        """The gap after which every fade is exactly zero, and which decays are too.
+
+        A decay is tabled if its power (cast to `dtype`) is constant from there.
+        """
+        settled = max(_zero_after(r, "float64") for r in self.rho)
+        after = [_zero_after(d.factor, dtype) for d in self.decays]
+        return settled, [a <= settled for a in after]
+
+    def _series(self, k: Variable, dtype: str) -> list[Variable]:
+        """``S_n`` for n = 0 .. order, per entry of `k`, in `dtype`."""
+        fades = powers(list(self.rho), k)
         g = []  # G_l(t0, k) = Ginf_l(t0) - rho_l**k Ginf_l(t0 + k), per row
         for column, fade in zip(self.sums.T, fades, strict=True):
             if self.counter is None:
@@ -399,29 +473,53 @@ class MomentRatio:
             ginf = pt.constant(np.ascontiguousarray(column))
             first = _small(pt.clip(now - k, 0, horizon))
             g.append(ginf[first] - fade * ginf[pt.clip(now, 0, horizon)])
-        p, m, x = values[0], values[self.moment], values[self.norm]
-        dtype, row = p.type.dtype, _per_row(p)
         # S_n = sum_l C(n, l) (-1)**(n - l) G_l, in float64: the terms cancel.
         # (Per-row vectors: a (V, 4) @ (4, 4) dot is far slower on skinny arrays.)
-        series_sums = [
+        return [
             pt.cast(sum(math.comb(n, j) * (-1) ** (n - j) * g[j] for j in range(n + 1)), dtype)
             for n in range(len(self.rho))
         ]
+
+    def _combine(
+        self,
+        values: Sequence[Variable],
+        series_sums: Sequence[Variable],
+        decayed: Sequence[Variable],
+        touched: Variable,
+    ) -> list[Variable]:
+        """The rows after their gaps, from per-row series sums and decay powers."""
+        p, m, x = values[0], values[self.moment], values[self.norm]
+        dtype, row = p.type.dtype, _per_row(p)
         # Per element in the table's dtype, as the dense step computes it.
         h = graph_replace(self.h, {self.keys[self.norm]: x}, strict=False)
         eps = pt.constant(np.asarray(self.eps, dtype=dtype))
         inverse = pt.cast(1, dtype) / (pt.cast(h, dtype) + eps)
         frac = eps * inverse
         order = len(self.rho) - 1
-        series = series_sums[order][row]
+        series = pt.cast(series_sums[order], dtype)[row]
         for n in reversed(range(order)):
-            series = series_sums[n][row] - frac * series
+            series = pt.cast(series_sums[n], dtype)[row] - frac * series
         out = [p + pt.cast(m, dtype) * inverse * series]
         out.extend(
-            d.apply(v, k, power)
+            d.apply(v, power, touched)
             for d, v, power in zip(self.decays, values[1:], decayed, strict=True)
         )
         return out
+
+
+def _zero_after(base: float, dtype: str) -> int:
+    """A gap after which ``base**gap``, computed by `powers` and cast to `dtype`, is 0.
+
+    (Or constant: 0 for a base of 1 or 0.) `sys.maxsize` if it never is. With
+    margin: ``exp`` of anything below about -745 (float64), or the cast of
+    anything below 2**-150 (float32), is exactly zero.
+    """
+    if abs(base) in (0.0, 1.0):
+        return 0
+    if abs(base) > 1:
+        return sys.maxsize
+    cutoff = math.log(2) - math.log(float(np.finfo(dtype).smallest_subnormal))
+    return math.ceil((1.02 * cutoff + 1) / -math.log(abs(base)))
 
 
 def _per_row(x: Variable) -> tuple[slice | None, ...]:

@@ -184,7 +184,7 @@ def _catch_up_step(
     lookups.update(fresh)
     values = row_values(group, rows, dict(zip(keys, caught, strict=True)))
     new[last] = pt.set_subtensor(last[rows.rows], step + 1)
-    flush.update(zip(keys, plan.apply(keys, step - last), strict=True))
+    flush.update(zip(keys, plan.flush(keys, step - last), strict=True))
     flush[last] = pt.full_like(last, step)
     return values
 
