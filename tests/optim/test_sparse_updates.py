@@ -317,7 +317,9 @@ def test_adaptive_flush_after_long_gaps(
     monkeypatch.setattr(catchup, "_MAX_TABLE", 0)
     _, per_row = long_gap_flush(name, dtype, longer, now, steps=now + 40)
     for a, b in zip(tabled, per_row, strict=True):
-        np.testing.assert_array_equal(a, b)  # the same numbers, computed once per gap
+        # The same formulas, computed once per gap (bit for bit here; a constant rate's
+        # table is folded by NumPy and agrees to rounding).
+        np.testing.assert_allclose(a, b, rtol=1e-12 if dtype == "float64" else 1e-6)
 
 
 def adam_by_hand(

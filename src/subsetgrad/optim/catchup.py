@@ -43,8 +43,9 @@ powers) depend only on its gap. Past the gap where every ``rho_l**k`` underflows
 to zero they are constant, except through the rate's warm-up (the last ``T``
 steps of the counter). `MomentRatio.flush` therefore computes them once per gap
 that can give a distinct value, a table of a few ten thousand entries, and each
-row gathers its entry: the same numbers, with no per-row powers or float64
-temporaries.
+row gathers its entry: the same formulas, so the same numbers to rounding (a
+constant rate folds the table at compile time, where NumPy, not the backend,
+rounds it), with no per-row powers or float64 temporaries.
 """
 
 from __future__ import annotations
