@@ -289,7 +289,9 @@ def test_adaptive_flush_after_long_gaps(
     than the counter has run.
     """
     horizon = bias_horizon(name, dtype)
-    settled = 7_500  # just past where Adam's and Adamax's fades underflow (about 7,300)
+    # Near where the fades underflow (7,363 for Adam, 7,509 for Adamax): gaps 400 either
+    # side of it straddle both.
+    settled = 7_500
     now = horizon + 3 * settled
     gaps = np.array(
         [

@@ -221,9 +221,10 @@ def powers(bases: Sequence[float], k: Variable) -> list[Variable]:
     """``base**k`` (float64) for each of `bases`, for integer `k` >= 0 (one per row).
 
     As ``exp(k log|base|)``: PyTensor's PyTorch backend has no ``Pow``, and an
-    elementwise ``exp`` fuses with its neighbours. (Lookups in tables of exact
-    powers measured slower: each gather makes a new V-long array, and the
-    allocator hands those back to the system and page-faults them in again.)
+    elementwise ``exp`` fuses with its neighbours. (A table of exact powers per
+    base measured slower: each gather makes a new V-long array, and the
+    allocator hands those back to the system and page-faults them in again.
+    `MomentRatio.flush` gathers all of a row's coefficients in one array instead.)
     """
     kf = pt.cast(k, "float64")
     out = []
