@@ -355,6 +355,9 @@ class GraphIndex:
                 elif parent not in seen:
                     see(parent)
                     push(parent)
+                    # Nothing has read an output of a node seen only now.
+                    clients[inp] = [(node, j)]
+                    continue
                 users = users_of(inp)
                 if users is None:
                     clients[inp] = [(node, j)]

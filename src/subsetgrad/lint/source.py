@@ -43,7 +43,10 @@ def is_user_file(filename: str) -> bool:
 
 def absolute(filename: str) -> str:
     """One spelling per file, so suppressions and findings meet."""
-    return filename if filename.startswith("<") else _resolve(os.getcwd(), filename)
+    if filename.startswith("<"):
+        return filename
+    # The working directory matters only to a relative path (and costs a system call).
+    return _resolve("" if os.path.isabs(filename) else os.getcwd(), filename)
 
 
 @lru_cache(maxsize=4096)
