@@ -337,7 +337,8 @@ class GraphIndex:
         nodes: list[Apply] = []
         clients: dict[Variable, list[tuple[Apply, int]]] = {}
         groups: defaultdict[type, list[Apply]] = defaultdict(list)
-        stack = [o.owner for o in outputs if o.owner is not None]
+        # Each node once, also one that several outputs come from (or one output twice).
+        stack = list(dict.fromkeys(o.owner for o in outputs if o.owner is not None))
         seen: set[Apply] = set(stack)
         # Bound once: this loop runs for every node and edge of the graph.
         pop, push, see, users_of = stack.pop, stack.append, seen.add, clients.get

@@ -13,6 +13,7 @@ import pytensor.tensor as pt
 import pytest
 
 import subsetgrad
+from subsetgrad.graph import GraphIndex
 from subsetgrad.lint import Finding, Severity
 
 
@@ -151,3 +152,15 @@ def test_state_of_two_tables_names_the_same_table_every_time() -> None:
         return finding.message
 
     assert len({named() for _ in range(8)}) == 1
+
+
+def test_an_output_given_twice_is_one_expression() -> None:
+    """A lookup returned twice (or also used as an update) is indexed once: no SG201 with itself."""
+    W = pytensor.shared(np.ones((50, 4)), name="W")
+    rows = W[pt.lvector("idx")]
+    assert subsetgrad.check([rows, rows]) == []
+    new_W = W - 0.1 * pytensor.grad((rows**2).sum(), W)
+    assert [f.code for f in subsetgrad.check([new_W, new_W], {W: new_W})] == ["SG101"]
+    index = GraphIndex.from_outputs([rows, rows, rows.sum()])
+    assert len(index.nodes) == len(set(index.nodes))
+    assert index.clients[W] == [(rows.owner, 0)]
