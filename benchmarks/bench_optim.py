@@ -23,8 +23,9 @@ gradients are C), compiled in PyTensor's NUMBA mode, it times:
 - hand-unique (adam only): the same with ``pt.unique(idx, return_inverse=True)``,
   which NUMBA runs in object mode (so the sort-based one is the reference);
 - rows: the bare row traffic, no optimizer: ``set_subtensor(a[idx], a[idx] * 0.5
-  + C)`` for the table and each V x D state of the optimizer, so the same rows of
-  the same arrays are read and written as in a lazy step, and nothing else.
+  + C)`` for the table and each V x D state of the optimizer. It reads the same
+  rows of the same arrays into a B x D block and writes them back, as a lazy step
+  does; roughly that step's traffic, not a lower bound (sgd's own step is cheaper).
 
 Every step updates its own copy of the table and state. Before timing, a few
 steps with indices repeated within and across batches check, at float32
