@@ -44,8 +44,8 @@ Targets (from the issue):
   its ratio is printed as INFO, not judged;
 - each sparse step flat in V: V=1e6 within 1.5x of V=1e4. The hand-written
   step's and the bare row traffic's own ratios are printed alongside: the rows
-  of a 2.5 MB table stay in cache, random rows of a 256 MB one come from
-  memory, which costs any step that touches them;
+  of a 2.5 MB table mostly stay in cache, random rows of a 256 MB one come
+  from memory, which costs any step that touches them;
 - flush costs one O(V*D) pass per array: flush <= 2 x (number of V x D arrays
   it rewrites) x pass.
 
