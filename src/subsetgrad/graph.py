@@ -14,7 +14,7 @@ decomposition to say which updates are dense and why.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 from typing import Any
@@ -319,7 +319,7 @@ class GraphIndex:
         Only increments start a decomposition and only their descendants can
         extend one (or depend on a scatter): the region to order, not the whole graph.
         """
-        return _downstream(self.incs, self.clients)
+        return downstream(self.incs, self.clients)
 
     @classmethod
     def from_fgraph(cls, fgraph: FunctionGraph) -> GraphIndex:
@@ -464,7 +464,7 @@ def decompose_graph(index: GraphIndex, *, values: bool = True) -> Decomposition:
     return dec
 
 
-def _downstream(
+def downstream(
     starts: Iterable[Apply], clients: dict[Variable, list[tuple[Apply, int]]]
 ) -> list[Apply]:
     """`starts` and every node that reads from them, each after its parents among these.
@@ -726,6 +726,27 @@ def scatter_dependent(index: GraphIndex) -> set[Variable]:
         if node in scatters or any(i in dependent for i in node.inputs):
             dependent.update(node.outputs)
     return dependent
+
+
+def source_masks(sources: Mapping[Variable, int], index: GraphIndex) -> dict[Variable, int]:
+    """For every variable that depends on one of `sources`, the OR of their bit masks.
+
+    One pass over the nodes downstream of the sources, in topological order, so
+    the cost is that region's size however many sources (and rules) ask:
+    "which gradients does each update use?" without a walk per update.
+    `sources` must have owners (the index records no uses of graph inputs).
+    """
+    masks = dict(sources)
+    starts = dict.fromkeys(s.owner for s in sources if s.owner is not None)
+    for node in downstream(starts, index.clients):
+        mask = 0
+        for i in node.inputs:
+            mask |= masks.get(i, 0)
+        for out in node.outputs:
+            own = mask | sources.get(out, 0)
+            if own:
+                masks[out] = own
+    return masks
 
 
 def ancestors(

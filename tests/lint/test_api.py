@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import sys
 import types
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytensor
@@ -164,3 +166,36 @@ def test_an_output_given_twice_is_one_expression() -> None:
     index = GraphIndex.from_outputs([rows, rows, rows.sum()])
     assert len(index.nodes) == len(set(index.nodes))
     assert index.clients[W] == [(rows.owner, 0)]
+
+
+def test_gradient_paths_are_found_in_linear_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SG202 and SG203 walk the graph a bounded number of times, not once per table."""
+    from subsetgrad.lint.rules import paths
+
+    visits = 0
+    walk = paths.ancestors
+
+    def counted(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        nonlocal visits
+        for var in walk(*args, **kwargs):
+            visits += 1
+            yield var
+
+    monkeypatch.setattr(paths, "ancestors", counted)
+    idx = pt.lvector("idx")
+    with subsetgrad.record():
+        tables = [pytensor.shared(np.ones((20, 3)), name=f"W{k}") for k in range(60)]
+        rows = [W[idx] for W in tables]
+        pairs = zip(tables, rows, strict=True)
+        cost = pt.add(*[(r**2).sum() + (r * W[idx[::-1]]).sum() for W, r in pairs])
+        grads = pytensor.grad(cost, rows)
+    updates = {
+        W: pt.inc_subtensor(r, -g) if k % 2 else pt.set_subtensor(r, r - g)
+        for k, (W, r, g) in enumerate(zip(tables, rows, grads, strict=True))
+    }
+    findings = subsetgrad.check([cost], updates, select=["SG202", "SG203"])
+    assert sorted({f.code for f in findings}) == ["SG202", "SG203"]
+    assert len(findings) == 60 + 30
+    nodes = len(GraphIndex.from_outputs([cost, *updates.values()]).nodes)
+    # Once per table would be about 60 times the graph.
+    assert visits < 3 * nodes, (visits, nodes)

@@ -87,6 +87,12 @@ def same_table(a: Variable, b: Variable) -> bool:
     return ca is not None and ca is cb
 
 
+def table_key(var: Variable) -> int:
+    """Equal for the same table: one key per shared container (see `same_table`)."""
+    container = getattr(var, "container", None)
+    return id(container) if container is not None else id(var)
+
+
 def table_bytes(var: Variable) -> int | None:
     shape = shape_of(var)
     if shape is None:

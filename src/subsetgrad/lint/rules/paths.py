@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -17,13 +17,13 @@ from subsetgrad.graph import (
     describe,
     index_of,
     indices_provably_unique,
-    is_lookup,
     isa,
+    source_masks,
     token,
     writes_equal_at_repeats,
 )
 from subsetgrad.lint.findings import Finding, Location
-from subsetgrad.lint.program import Program, same_table
+from subsetgrad.lint.program import Program, table_key
 from subsetgrad.lint.registry import Rule, rule
 from subsetgrad.lint.source import location_of
 
@@ -35,15 +35,10 @@ def _input_key(var: Variable) -> Hashable:
     return id(var)
 
 
-def _table_key(var: Variable) -> Hashable:
-    container = getattr(var, "container", None)
-    return id(container) if container is not None else id(var)
-
-
 def lookup_key(node: Apply) -> Hashable:
     """Equal for lookups of the same table with structurally equal indices."""
     index = tuple([_input_key(v) for v in node.inputs[1:]])
-    return (token(node.op), _table_key(node.inputs[0]), index)
+    return (token(node.op), table_key(node.inputs[0]), index)
 
 
 @rule(
@@ -133,13 +128,17 @@ class GradCall:
     cost: Variable
     wrt: Variable
     location: Location | None
-    _missed: list[Apply] | None = None
+    # Every variable the same call took a gradient with respect to, `wrt` too
+    # (one tuple shared by the call's records): paths through any of them are
+    # followed, so none of them is a missed path.
+    covered: tuple[Variable, ...] = ()
 
     #: How many have been made in this process; none means no graph carries a tag.
     made: ClassVar[int] = 0
 
     def __post_init__(self) -> None:
         GradCall.made += 1
+        self.covered = self.covered or (self.wrt,)
 
     @property
     def table(self) -> Variable | None:
@@ -148,35 +147,78 @@ class GradCall:
             return owner.inputs[0]
         return None
 
-    def missed_paths(self) -> list[Apply]:
-        """Nodes through which `cost` reads the table other than via `wrt`."""
-        if self._missed is None:
-            table = self.table
-            missed: list[Apply] = []
-            # `grad(None, wrt, known_grads=...)` has no cost to walk.
-            if table is not None and self.cost is not None:
-                wrt = self.wrt
-
-                def stop(var: Variable) -> bool:
-                    # The lookup itself, shapes and gradient blocks: no path to the table.
-                    return var is wrt or type(var.owner.op).__name__ in NO_GRADIENT_OPS
-
-                for var in ancestors([self.cost], stop=stop):
-                    node = var.owner
-                    if node is None or stop(var):
-                        continue
-                    if any(same_table(i, table) for i in node.inputs) and node not in missed:
-                        missed.append(node)
-            self._missed = missed
-        return self._missed
-
 
 GRAD_TAG = "subsetgrad_grad"
 NO_GRADIENT_OPS = {"Shape", "Shape_i", "DisconnectedGrad", "ZeroGrad", "UndefinedGrad"}
 
 
-def _depends_on(value: Variable, targets: set[Variable]) -> bool:
-    return any(v in targets for v in ancestors([value]))
+def _blocks_gradient(var: Variable) -> bool:
+    # Shapes and gradient blocks: no gradient flows through them to the table.
+    return type(var.owner.op).__name__ in NO_GRADIENT_OPS
+
+
+def _table_readers(
+    cost: Variable, tables: set[Hashable], stop: Callable[[Variable], bool]
+) -> dict[Hashable, list[Apply]]:
+    """The nodes through which `cost` reads each of `tables`, in one walk."""
+    readers: dict[Hashable, dict[Apply, None]] = {}
+    for var in ancestors([cost], stop=stop):
+        node = var.owner
+        if node is None or stop(var):
+            continue
+        for i in node.inputs:
+            key = table_key(i)
+            if key in tables:
+                readers.setdefault(key, {})[node] = None
+    return {key: list(nodes) for key, nodes in readers.items()}
+
+
+def missed_paths(call: GradCall, program: Program, tables: set[Hashable]) -> list[Apply]:
+    """Nodes through which `call.cost` reads the table other than via the call's lookups.
+
+    The cost's readers of every table come from one walk, shared by all the
+    calls on that cost. A reader is missed when no path to it from the cost
+    has to pass through a lookup of the call, which holds unless the reader
+    is also behind one of those lookups (an index computed from the table);
+    only then is the cost walked again, stopping at the lookups.
+    """
+    table = call.table
+    # `grad(None, wrt, known_grads=...)` has no cost to walk.
+    if table is None or call.cost is None:
+        return []
+    by_cost: dict[Variable, dict[Hashable, list[Apply]]] = program.extra.setdefault(
+        "sg202_readers", {}
+    )
+    readers = by_cost.get(call.cost)
+    if readers is None:
+        readers = by_cost[call.cost] = _table_readers(call.cost, tables, _blocks_gradient)
+    taken, behind, covered = _covered(call.covered, program)
+    candidates = [n for n in readers.get(table_key(table), ()) if n not in taken]
+    if not candidates:
+        return []
+    if not any(o in behind for n in candidates for o in n.outputs):
+        return candidates
+    exact = _table_readers(
+        call.cost, {table_key(table)}, lambda v: v in covered or _blocks_gradient(v)
+    )
+    return exact.get(table_key(table), [])
+
+
+def _covered(
+    covered: tuple[Variable, ...], program: Program
+) -> tuple[set[Apply], set[Variable], set[Variable]]:
+    """The lookups of one grad call, what they read, and the variables themselves.
+
+    Once per call, not per gradient: one call may take thousands of lookups.
+    """
+    cache: dict[int, tuple[set[Apply], set[Variable], set[Variable]]]
+    cache = program.extra.setdefault("sg202_covered", {})
+    hit = cache.get(id(covered))
+    if hit is None:
+        owners = {w.owner for w in covered if w.owner is not None}
+        behind = set(ancestors([i for node in owners for i in node.inputs]))
+        hit = cache[id(covered)] = (owners, behind, set(covered))
+    return hit
 
 
 @rule(
@@ -241,17 +283,26 @@ def dropped_gradient_path(program: Program, r: Rule) -> Iterator[Finding]:
                 tagged.append((out, call))
     if not tagged:
         return
+    # Bit k: the update uses the k-th tagged gradient. One pass for all updates.
+    masks = source_masks({g: 1 << k for k, (g, _) in enumerate(tagged)}, program.index)
+    by_table: dict[Hashable, list[int]] = {}
+    for k, (_, call) in enumerate(tagged):
+        by_table.setdefault(table_key(call.table), []).append(k)
+    tables = set(by_table)
     reported: set[tuple[int, int]] = set()
     for table, value in program.updates:
-        grads = {g for g, call in tagged if same_table(call.table, table)}
-        if not grads or not _depends_on(value, grads):
+        mask = masks.get(value, 0)
+        if not mask:
             continue
-        for g, call in tagged:
-            if g not in grads or not _depends_on(value, {g}):
+        for k in by_table.get(table_key(table), ()):
+            if not mask >> k & 1:
                 continue
-            missed = call.missed_paths()
+            call = tagged[k][1]
             key = (id(call.cost), id(value))
-            if not missed or key in reported:
+            if key in reported:
+                continue
+            missed = missed_paths(call, program, tables)
+            if not missed:
                 continue
             reported.add(key)
             where = location_of(missed[0])
@@ -277,17 +328,6 @@ def _describe_use(node: Apply, table: Variable) -> str:
 # --------------------------------------------------------------------------- #
 # SG203
 # --------------------------------------------------------------------------- #
-def _reads_old_rows(value: Variable, base: Variable, key: Hashable) -> bool:
-    """`value` depends on a lookup of `base` with the same indices as the write."""
-    return any(
-        v.owner is not None
-        and is_lookup(v.owner)
-        and same_table(v.owner.inputs[0], base)
-        and tuple(_input_key(i) for i in v.owner.inputs[1:]) == key
-        for v in ancestors([value])
-    )
-
-
 @rule(
     "SG203",
     "set-with-duplicate-indices",
@@ -332,20 +372,32 @@ def set_with_duplicate_indices(program: Program, r: Rule) -> Iterator[Finding]:
     step = pytensor.function([idx], [], updates={W: pt.inc_subtensor(rows, -0.1 * g)})
     ```
     """
+    writes: list[tuple[Apply, Hashable]] = []
     for node in program.index.nodes_of(AdvancedIncSubtensor):
         op: Any = node.op
         if not op.set_instead_of_inc:
             continue
         if indices_provably_unique(index_of(node), advanced=True):
             continue
-        base, value, *index_inputs = node.inputs
+        base, _value, *index_inputs = node.inputs
         if any(writes_equal_at_repeats(i) for i in index_inputs):
             continue  # subsetgrad.optim's rows: repeats are summed before the write
-        key = tuple(_input_key(v) for v in index_inputs)
-        if _reads_old_rows(value, base, key):
+        writes.append((node, (table_key(base), tuple([_input_key(v) for v in index_inputs]))))
+    if not writes:
+        return
+    # Bit k: reads the rows the k-th kind of write writes (same table, same indices).
+    bits = {key: 1 << k for k, key in enumerate(dict.fromkeys(key for _, key in writes))}
+    sources: dict[Variable, int] = {}
+    for lookup in program.index.nodes_of(*LOOKUP_OPS):
+        read = (table_key(lookup.inputs[0]), tuple([_input_key(v) for v in lookup.inputs[1:]]))
+        if read in bits:
+            sources[lookup.outputs[0]] = bits[read]
+    masks = source_masks(sources, program.index)
+    for node, key in writes:
+        if masks.get(node.inputs[1], 0) & bits[key]:
             yield r.finding(
-                f"`set_subtensor` writes rows of {describe(base)} computed from the same rows, "
-                "but the indices may repeat: a repeated row keeps only its last write and the "
-                "other contributions are lost.",
+                f"`set_subtensor` writes rows of {describe(node.inputs[0])} computed from the "
+                "same rows, but the indices may repeat: a repeated row keeps only its last write "
+                "and the other contributions are lost.",
                 location_of(node),
             )
