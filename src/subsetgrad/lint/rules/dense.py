@@ -16,8 +16,9 @@ from subsetgrad.graph import (
     strip_casts,
 )
 from subsetgrad.lint.findings import Finding, Severity
-from subsetgrad.lint.program import Program, megabytes, same_table, table_bytes
+from subsetgrad.lint.program import Program, megabytes, same_table, table_bytes, table_key
 from subsetgrad.lint.registry import Rule, rule
+from subsetgrad.lint.rules.optimizers import state_updates
 from subsetgrad.lint.source import first_location, location_of
 
 # A dense step writes the zeros table, reads it and the table in the update, and
@@ -169,10 +170,15 @@ def dense_table_gradient(program: Program, r: Rule) -> Iterator[Finding]:
     itself: compile with ``subsetgrad.mode("NUMBA")``. The finding is then
     reported at severity ``info``, saying the rewrite is active.
     """
+    decaying = {
+        table_key(t) for update in state_updates(program) if update.decays for t in update.tables
+    }
     for table, value, _lin in table_updates(program):
         uses, feeds_state = dense_uses(program, value)
-        if uses or feeds_state:
-            continue  # SG102 names what keeps it dense; state updates are SG301's
+        # SG102 names what keeps it dense; state that decays is SG301's. State
+        # unchanged at zero gradient (adagrad) leaves the whole step sparse.
+        if uses or (feeds_state and table_key(table) in decaying):
+            continue
         cost = megabytes((table_bytes(table) or 0) * DENSE_PASSES or None)
         if program.rewrite_active:
             status = "the subsetgrad rewrite is active in this mode and makes it a subset update"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Apply, Variable
@@ -94,6 +95,39 @@ def optimizer_state_decay(program: Program, r: Rule) -> Iterator[Finding]:
     skipped when next looked up (or at ``flush``), which equals the dense result.
     ``policy="lazy"`` leaves them unchanged instead (LazyAdam's semantics).
     """
+    for update in state_updates(program):
+        if not update.decays:
+            continue
+        state, table = update.state, update.tables[0]
+        yield r.finding(
+            f"optimizer state {describe(state)} follows the dense scatter gradient of "
+            f"{describe(table)} and changes where that gradient is zero: it decays or moves "
+            f"on every row outside the batch (~{megabytes(table_bytes(state))} per step).",
+            first_location(update.value, state),
+        )
+
+
+@dataclass(frozen=True)
+class StateUpdate:
+    """A shared variable of a looked-up table's shape, updated from its scatter gradient."""
+
+    state: Variable
+    value: Variable
+    # The tables whose gradient it follows, in the order of the walk.
+    tables: tuple[Variable, ...]
+    # It changes where the gradient is zero (not adagrad's ``acc + g**2``).
+    decays: bool
+
+
+def state_updates(program: Program) -> list[StateUpdate]:
+    """The program's optimizer states, found once for SG301 and SG101."""
+    cached = program.extra.get("state_updates")
+    if cached is None:
+        cached = program.extra["state_updates"] = list(_state_updates(program))
+    return cached
+
+
+def _state_updates(program: Program) -> Iterator[StateUpdate]:
     dependent: set[Variable] | None = None
     sized: dict[Apply, Variable | None] = {}
     looked_up: set[int] = set()
@@ -111,15 +145,8 @@ def optimizer_state_decay(program: Program, r: Rule) -> Iterator[Finding]:
         # In the order of the walk (a set's order would name a different table per run).
         tables = [t for t in dict.fromkeys(sized[s] for s in scatters) if t is not None]
         shape = shape_of(state)
-        owners = [t for t in tables if t is not None and shape_of(t) == shape]
+        owners = tuple([t for t in tables if shape_of(t) == shape])
         if not owners or any(same_table(state, t) for t in owners):
             continue
-        if identity_at_zero(value, state, [s.outputs[0] for s in scatters], dependent):
-            continue
-        table = owners[0]
-        yield r.finding(
-            f"optimizer state {describe(state)} follows the dense scatter gradient of "
-            f"{describe(table)} and changes where that gradient is zero: it decays or moves "
-            f"on every row outside the batch (~{megabytes(table_bytes(state))} per step).",
-            first_location(value, state),
-        )
+        decays = not identity_at_zero(value, state, [s.outputs[0] for s in scatters], dependent)
+        yield StateUpdate(state, value, owners, decays)
