@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 CODE = re.compile(r"^SG\d{3}$")
 NAME = re.compile(r"^[a-z]+(-[a-z]+)*$")
-DOC_SECTIONS = ("What it does", "Why is this bad?", "Example", "Use instead")
+DOC_SECTIONS = ("What it does", "Why is this bad?", "Example", "Use instead", "Rewrite")
 
 Check = Callable[["Program", "Rule"], Iterable[Finding]]
 

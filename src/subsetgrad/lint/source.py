@@ -5,7 +5,7 @@ from __future__ import annotations
 import linecache
 import os
 import sysconfig
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -63,8 +63,14 @@ def _column(filename: str, lineno: int) -> int:
 
 def location_of(var: Variable | Apply | None) -> Location | None:
     """The innermost user frame that built `var` (or the node's first output)."""
+    frames = _user_frames(var, innermost_only=True)
+    return frames[0] if frames else None
+
+
+def _user_frames(var: Variable | Apply | None, innermost_only: bool = False) -> list[Location]:
+    """The user frames of the first stack trace that has any, innermost first."""
     if var is None:
-        return None
+        return []
     candidates: Iterable[Variable] = var.outputs if isa(var, (Apply,)) else (var,)
     for v in candidates:
         trace = getattr(v.tag, "trace", None)
@@ -73,11 +79,32 @@ def location_of(var: Variable | Apply | None) -> Location | None:
         # `trace` holds one or more stack summaries (merged by copy_stack_trace),
         # each outermost frame first.
         for summary in trace:
+            found: list[Location] = []
             for frame in reversed(summary):
                 filename, lineno = frame[0], frame[1]
                 if is_user_file(filename):
-                    return Location(absolute(filename), int(lineno), _column(filename, lineno))
-    return None
+                    loc = Location(absolute(filename), int(lineno), _column(filename, lineno))
+                    if innermost_only:
+                        return [loc]
+                    found.append(loc)
+            if found:
+                return found
+    return []
+
+
+def distinct_locations(items: Sequence[Variable | Apply]) -> list[Location | None]:
+    """A location for each item: the innermost user frames that tell them apart.
+
+    Two lookups built by one user function share that function's line; their
+    callers' lines tell them apart. Items built on one line (in a loop) keep it.
+    """
+    frames = [_user_frames(item) for item in items]
+    deepest = max((len(f) for f in frames), default=0)
+    for depth in range(deepest):
+        locs = [f[min(depth, len(f) - 1)] if f else None for f in frames]
+        if len(set(locs)) == len(locs):
+            return locs
+    return [f[0] if f else None for f in frames]
 
 
 def first_location(*items: Variable | Apply | None) -> Location | None:

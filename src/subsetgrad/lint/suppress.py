@@ -45,6 +45,9 @@ import pytensor
 W = pytensor.shared(np.ones((10, 2)), name="W")
 f = pytensor.function([], W.sum())
 ```
+
+## Rewrite
+Not a graph rule: nothing to rewrite.
 """,
 )
 add(UNUSED)

@@ -356,6 +356,11 @@ def scatter_in_scan(program: Program, r: Rule) -> Iterator[Finding]:
     g = pytensor.grad(cost, rows)
     train = pytensor.function([seq], cost, updates={W: pt.inc_subtensor(rows, -0.1 * g)})
     ```
+
+    ## Rewrite
+    Even where the rewrite turns the scatter inside the loop into an
+    increment, the gradient Scan still carries the V x D gradient from step
+    to step as loop state. Write the Use instead form.
     """
     from pytensor.scan.op import Scan
 

@@ -94,6 +94,11 @@ def optimizer_state_decay(program: Program, r: Rule) -> Iterator[Finding]:
     Say what the rows outside the batch do: here they catch up on the decay they
     skipped when next looked up (or at ``flush``), which equals the dense result.
     ``policy="lazy"`` leaves them unchanged instead (LazyAdam's semantics).
+
+    ## Rewrite
+    The rewrite makes a step sparse only where a zero gradient leaves every
+    state unchanged (SGD, adagrad), since only then are the numbers the same.
+    For a decaying state, `subsetgrad.sparse_updates` chooses the semantics.
     """
     for update in state_updates(program):
         if not update.decays:

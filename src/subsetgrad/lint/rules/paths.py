@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Apply, Constant, Variable
+from pytensor.tensor.basic import ScalarFromTensor
 from pytensor.tensor.subtensor import AdvancedIncSubtensor, AdvancedSubtensor
 
 from subsetgrad.graph import (
@@ -25,10 +26,14 @@ from subsetgrad.graph import (
 from subsetgrad.lint.findings import Finding, Location
 from subsetgrad.lint.program import Program, table_key
 from subsetgrad.lint.registry import Rule, rule
-from subsetgrad.lint.source import location_of
+from subsetgrad.lint.source import distinct_locations, location_of
 
 
 def _input_key(var: Variable) -> Hashable:
+    owner = var.owner
+    if owner is not None and isa(owner.op, (ScalarFromTensor,)):
+        # A basic index (``W[i]``) reads `i` through a conversion built per lookup.
+        var = owner.inputs[0]
     if isa(var, (Constant,)):
         data = np.asarray(var.data)
         return ("const", data.dtype.str, data.shape, data.tobytes())
@@ -52,7 +57,9 @@ def duplicated_lookup(program: Program, r: Rule) -> Iterator[Finding]:
     """
     ## What it does
     Flags a shared table looked up with structurally equal indices in two
-    separately built expressions, such as writing ``W[idx]`` twice.
+    separately built expressions, such as writing ``W[idx]`` (or ``W[i]``)
+    twice. Only tables being trained count: ones the function updates, or
+    ones `record()` saw a gradient taken for. Data read twice is not the trap.
 
     ## Why is this bad?
     The two lookups are different variables. ``pytensor.grad(cost, rows)``
@@ -87,20 +94,27 @@ def duplicated_lookup(program: Program, r: Rule) -> Iterator[Finding]:
     g = pytensor.grad(cost, rows)
     f = pytensor.function([idx], g)
     ```
+
+    ## Rewrite
+    No rewrite can fix this: the gradient the user asked for is computed
+    correctly, it is the wrong gradient. Build the lookup once.
     """
+    trained = {table_key(t) for t, _ in program.updates}
+    trained.update(table_key(call.table) for _, call in tagged_grads(program))
     groups: dict[Hashable, list[Apply]] = {}
-    # Lookups by a symbolic index array (``W[idx]``); constant and basic indexing
-    # (``X[:, 0]`` of shared data) is reading, not a lookup a gradient is taken at.
-    for node in program.index.nodes_of(AdvancedSubtensor):
-        if isa(node.inputs[0], (SharedVariable,)) and any(
-            [not isa(i, (Constant,)) and i.type.ndim > 0 for i in node.inputs[1:]]
-        ):
+    for node in program.index.nodes_of(*LOOKUP_OPS):
+        table = node.inputs[0]
+        # Only a table a gradient is taken for can miss a path: shared data read
+        # twice (``X[idx]`` of a minibatch) is not the trap.
+        if not isa(table, (SharedVariable,)) or table_key(table) not in trained:
+            continue
+        if _symbolic_lookup(node):
             groups.setdefault(lookup_key(node), []).append(node)
     for nodes in groups.values():
         if len(nodes) < 2:
             continue
         located = sorted(
-            (loc for loc in map(location_of, nodes) if loc is not None),
+            (loc for loc in distinct_locations(nodes) if loc is not None),
             key=lambda loc: (loc.path, loc.line),
         )
         if not located:
@@ -116,6 +130,18 @@ def duplicated_lookup(program: Program, r: Rule) -> Iterator[Finding]:
             others[-1] if others else first,
             related=[first, *others[:-1]] if others else [],
         )
+
+
+def _symbolic_lookup(node: Apply) -> bool:
+    """A lookup at runtime positions: ``W[idx]``, ``W[i]``, ``W[a:b]``.
+
+    Constant indexing (``X[:, 0]``, ``w[1]``) reads a fixed part, not a lookup
+    a gradient is taken at.
+    """
+    indices = node.inputs[1:]
+    if isa(node.op, (AdvancedSubtensor,)):
+        return any([not isa(i, (Constant,)) and i.type.ndim > 0 for i in indices])
+    return any([not isa(i, (Constant,)) for i in indices])
 
 
 # --------------------------------------------------------------------------- #
@@ -150,6 +176,20 @@ class GradCall:
 
 GRAD_TAG = "subsetgrad_grad"
 NO_GRADIENT_OPS = {"Shape", "Shape_i", "DisconnectedGrad", "ZeroGrad", "UndefinedGrad"}
+
+
+def tagged_grads(program: Program) -> list[tuple[Variable, GradCall]]:
+    """The program's gradients that `record()` saw taken with respect to a lookup."""
+    cached = program.extra.get("tagged_grads")
+    if cached is None:
+        cached = program.extra["tagged_grads"] = []
+        if GradCall.made:
+            for node in program.index.nodes:
+                for out in node.outputs:
+                    call = vars(out.tag).get(GRAD_TAG)
+                    if isinstance(call, GradCall) and call.table is not None:
+                        cached.append((out, call))
+    return cached
 
 
 def _blocks_gradient(var: Variable) -> bool:
@@ -272,15 +312,13 @@ def dropped_gradient_path(program: Program, r: Rule) -> Iterator[Finding]:
         [idx], cost, updates={W: W - 0.1 * g}, mode=subsetgrad.mode("NUMBA")
     )
     ```
+
+    ## Rewrite
+    No rewrite can add the missed contributions to a gradient taken with
+    respect to the rows; the Use instead form lets the rewrite keep the full
+    gradient sparse.
     """
-    if not GradCall.made:
-        return
-    tagged: list[tuple[Variable, GradCall]] = []
-    for node in program.index.nodes:
-        for out in node.outputs:
-            call = vars(out.tag).get(GRAD_TAG)
-            if isinstance(call, GradCall) and call.table is not None:
-                tagged.append((out, call))
+    tagged = tagged_grads(program)
     if not tagged:
         return
     # Bit k: the update uses the k-th tagged gradient. One pass for all updates.
@@ -371,6 +409,10 @@ def set_with_duplicate_indices(program: Program, r: Rule) -> Iterator[Finding]:
     g = pytensor.grad((rows ** 2).sum(), rows)
     step = pytensor.function([idx], [], updates={W: pt.inc_subtensor(rows, -0.1 * g)})
     ```
+
+    ## Rewrite
+    The rewrite never turns a set into an increment where indices may repeat:
+    that would change the numbers. Write the increment.
     """
     writes: list[tuple[Apply, Hashable]] = []
     for node in program.index.nodes_of(AdvancedIncSubtensor):
