@@ -62,6 +62,20 @@ def is_lookup(node: Apply) -> bool:
 # --------------------------------------------------------------------------- #
 # Small predicates
 # --------------------------------------------------------------------------- #
+def same_table(a: Variable, b: Variable) -> bool:
+    """`a` and `b` are the same shared table (clones share their container)."""
+    if a is b:
+        return True
+    ca, cb = getattr(a, "container", None), getattr(b, "container", None)
+    return ca is not None and ca is cb
+
+
+def table_key(var: Variable) -> int:
+    """Equal for the same table: one key per shared container (see `same_table`)."""
+    container = getattr(var, "container", None)
+    return id(container) if container is not None else id(var)
+
+
 def is_zero(var: Variable) -> bool:
     """True when `var` is provably all zeros (`Second(x, 0)`, `Alloc(0, ...)`, a constant)."""
     while True:
@@ -297,6 +311,17 @@ class GraphIndex:
         return [
             n for t, group in self._by_op_type.items() if _subclass(t, op_classes) for n in group
         ]
+
+    @cached_property
+    def _lookups(self) -> dict[int, list[Apply]]:
+        groups: dict[int, list[Apply]] = {}
+        for node in self.nodes_of(*LOOKUP_OPS):
+            groups.setdefault(table_key(node.inputs[0]), []).append(node)
+        return groups
+
+    def lookups_of(self, table: Variable) -> list[Apply]:
+        """The lookups (``W[idx]``, ``W[i]``, ``W[:, j]``) reading `table` or its storage."""
+        return self._lookups.get(table_key(table), [])
 
     @cached_property
     def incs(self) -> list[Apply]:

@@ -79,20 +79,6 @@ class Program:
 # --------------------------------------------------------------------------- #
 # Describing tables in messages
 # --------------------------------------------------------------------------- #
-def same_table(a: Variable, b: Variable) -> bool:
-    """`a` and `b` are the same shared table (clones share their container)."""
-    if a is b:
-        return True
-    ca, cb = getattr(a, "container", None), getattr(b, "container", None)
-    return ca is not None and ca is cb
-
-
-def table_key(var: Variable) -> int:
-    """Equal for the same table: one key per shared container (see `same_table`)."""
-    container = getattr(var, "container", None)
-    return id(container) if container is not None else id(var)
-
-
 def table_bytes(var: Variable) -> int | None:
     shape = shape_of(var)
     if shape is None:

@@ -16,7 +16,6 @@ from pytensor.graph.replace import graph_replace
 from pytensor.tensor.shape import Shape, Shape_i
 
 from subsetgrad.graph import (
-    LOOKUP_OPS,
     GraphIndex,
     describe,
     index_of,
@@ -195,7 +194,7 @@ def _fresh_lookups(
     """Each whole-row lookup ``table[idx]`` of the step, and its caught-up rows."""
     by_index = rows.at_lookups(caught)
     fresh = {}
-    for node in index.nodes_of(*LOOKUP_OPS):
+    for node in index.lookups_of(table):
         if node.inputs[0] is not table:
             continue
         rows_read = row_index(index_of(node))

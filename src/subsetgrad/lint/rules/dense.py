@@ -13,10 +13,12 @@ from subsetgrad.graph import (
     ancestors,
     describe,
     is_scatter_into_zeros,
+    same_table,
     strip_casts,
+    table_key,
 )
 from subsetgrad.lint.findings import Finding, Severity
-from subsetgrad.lint.program import Program, megabytes, same_table, table_bytes, table_key
+from subsetgrad.lint.program import Program, megabytes, table_bytes
 from subsetgrad.lint.registry import Rule, rule
 from subsetgrad.lint.rules.optimizers import state_updates
 from subsetgrad.lint.source import first_location, location_of

@@ -11,12 +11,13 @@ from pytensor.graph.basic import Apply, Variable
 from subsetgrad.graph import (
     describe,
     identity_at_zero,
+    same_table,
     scatter_dependent,
     scatters_behind,
     shape_of,
 )
 from subsetgrad.lint.findings import Finding
-from subsetgrad.lint.program import Program, megabytes, same_table, table_bytes
+from subsetgrad.lint.program import Program, megabytes, table_bytes
 from subsetgrad.lint.registry import Rule, rule
 from subsetgrad.lint.source import first_location
 

@@ -20,11 +20,12 @@ from subsetgrad.graph import (
     indices_provably_unique,
     isa,
     source_masks,
+    table_key,
     token,
     writes_equal_at_repeats,
 )
 from subsetgrad.lint.findings import Finding, Location
-from subsetgrad.lint.program import Program, table_key
+from subsetgrad.lint.program import Program
 from subsetgrad.lint.registry import Rule, rule
 from subsetgrad.lint.source import distinct_locations, location_of
 
@@ -99,17 +100,15 @@ def duplicated_lookup(program: Program, r: Rule) -> Iterator[Finding]:
     No rewrite can fix this: the gradient the user asked for is computed
     correctly, it is the wrong gradient. Build the lookup once.
     """
-    trained = {table_key(t) for t, _ in program.updates}
-    trained.update(table_key(call.table) for _, call in tagged_grads(program))
+    # Only a table a gradient is taken for can miss a path: shared data read
+    # twice (``X[idx]`` of a minibatch) is not the trap.
+    trained = [t for t, _ in program.updates]
+    trained += [call.table for _, call in tagged_grads(program) if call.table is not None]
     groups: dict[Hashable, list[Apply]] = {}
-    for node in program.index.nodes_of(*LOOKUP_OPS):
-        table = node.inputs[0]
-        # Only a table a gradient is taken for can miss a path: shared data read
-        # twice (``X[idx]`` of a minibatch) is not the trap.
-        if not isa(table, (SharedVariable,)) or table_key(table) not in trained:
-            continue
-        if _symbolic_lookup(node):
-            groups.setdefault(lookup_key(node), []).append(node)
+    for table in {table_key(t): t for t in trained}.values():
+        for node in program.index.lookups_of(table):
+            if isa(node.inputs[0], (SharedVariable,)) and _symbolic_lookup(node):
+                groups.setdefault(lookup_key(node), []).append(node)
     for nodes in groups.values():
         if len(nodes) < 2:
             continue
@@ -430,10 +429,11 @@ def set_with_duplicate_indices(program: Program, r: Rule) -> Iterator[Finding]:
     # Bit k: reads the rows the k-th kind of write writes (same table, same indices).
     bits = {key: 1 << k for k, key in enumerate(dict.fromkeys(key for _, key in writes))}
     sources: dict[Variable, int] = {}
-    for lookup in program.index.nodes_of(*LOOKUP_OPS):
-        read = (table_key(lookup.inputs[0]), tuple([_input_key(v) for v in lookup.inputs[1:]]))
-        if read in bits:
-            sources[lookup.outputs[0]] = bits[read]
+    for table in {table_key(n.inputs[0]): n.inputs[0] for n, _ in writes}.values():
+        for lookup in program.index.lookups_of(table):
+            read = (table_key(table), tuple([_input_key(v) for v in lookup.inputs[1:]]))
+            if read in bits:
+                sources[lookup.outputs[0]] = bits[read]
     masks = source_masks(sources, program.index)
     for node, key in writes:
         if masks.get(node.inputs[1], 0) & bits[key]:
