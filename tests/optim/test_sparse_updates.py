@@ -552,11 +552,13 @@ def test_one_segment_sum_per_table(name: str) -> None:
     assert len(sums) == 1
 
 
-def test_lint_accepts_the_lazy_updates() -> None:
+@pytest.mark.parametrize(("name", "policy"), [("rmsprop", "lazy"), ("adam", "catchup")])
+def test_lint_accepts_the_sparse_updates(name: str, policy: str) -> None:
+    """Neither the decay (SG301) nor the rows subsetgrad itself reads twice (SG201)."""
     W = pytensor.shared(np.ones((V, D)), name="W")
     idx = pt.lvector("idx")
     loss = (W[idx] ** 2).sum()
-    updates = pm_updates.rmsprop(loss, [W])
+    updates = getattr(pm_updates, name)(loss, [W])
     assert any(f.code == "SG301" for f in subsetgrad.check([loss], updates))
-    findings = subsetgrad.check([loss], sparse_updates(updates, "lazy").updates)
+    findings = subsetgrad.check([loss], sparse_updates(updates, policy).updates)
     assert [f.code for f in findings] == []

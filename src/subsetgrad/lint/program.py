@@ -12,7 +12,13 @@ import numpy as np
 from pytensor.graph.basic import Variable
 from pytensor.graph.fg import FunctionGraph
 
-from subsetgrad.graph import Decomposition, GraphIndex, decompose_graph, shape_of
+from subsetgrad.graph import (
+    Decomposition,
+    GraphIndex,
+    decompose_graph,
+    scatter_dependent,
+    shape_of,
+)
 
 
 @dataclass
@@ -39,13 +45,18 @@ class Program:
         return decompose_graph(self.index, values=False)
 
     @cached_property
+    def scatter_dependent(self) -> set[Variable]:
+        """Variables that depend on a scatter into zeros (a gradient of a lookup)."""
+        return scatter_dependent(self.index)
+
+    @cached_property
     def update_values(self) -> dict[Variable, Variable]:
         """New value -> table."""
         return {value: table for table, value in self.updates}
 
     def forget(self) -> None:
         """Drop the index, the decomposition and the rules' caches; rebuilt when next used."""
-        for name in ("index", "decomposition", "update_values"):
+        for name in ("index", "decomposition", "scatter_dependent", "update_values"):
             self.__dict__.pop(name, None)
         self.extra.clear()
 

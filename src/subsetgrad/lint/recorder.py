@@ -113,15 +113,13 @@ def _recording_grad(original: Callable[..., Any]) -> Callable[..., Any]:
         wrts = list(wrt) if isinstance(wrt, list | tuple) else [wrt]
         results = list(result) if isinstance(result, list | tuple) else [result]
         location: Location | None = None
-        # One call follows every path through each of its lookups: none of them is missed.
-        covered = tuple(w for w in wrts if isinstance(w, Variable))
         for w, g in zip(wrts, results, strict=False):
             if not isinstance(w, Variable) or not isinstance(g, Variable):
                 continue
             if w.owner is None or not is_lookup(w.owner):
                 continue  # only gradients with respect to a lookup matter (SG202)
             location = location or _caller_location()
-            call = GradCall(cost, w, location, covered)
+            call = GradCall(cost, w, location)
             setattr(g.tag, GRAD_TAG, call)
             for rec in _active:
                 rec.grad_calls.append(call)

@@ -41,6 +41,28 @@ def is_user_file(filename: str) -> bool:
     return not resolved.startswith(_LIBRARY_ROOTS)
 
 
+_PYTENSOR_ROOT = str(Path(os.path.dirname(pytensor.__file__)).resolve()) + os.sep
+
+
+@lru_cache(maxsize=4096)
+def _in_pytensor(filename: str) -> bool:
+    return not filename.startswith("<") and str(Path(filename).resolve()).startswith(_PYTENSOR_ROOT)
+
+
+def built_by_user(var: Variable | Apply) -> bool:
+    """Whether the code that asked PyTensor for `var` is the user's, not a library's.
+
+    True when there is no trace to tell.
+    """
+    candidates: Iterable[Variable] = var.outputs if isa(var, (Apply,)) else (var,)
+    for v in candidates:
+        for summary in getattr(v.tag, "trace", None) or ():
+            for frame in reversed(summary):
+                if not _in_pytensor(frame[0]):
+                    return is_user_file(frame[0])
+    return True
+
+
 def absolute(filename: str) -> str:
     """One spelling per file, so suppressions and findings meet."""
     if filename.startswith("<"):

@@ -12,7 +12,6 @@ from subsetgrad.graph import (
     describe,
     identity_at_zero,
     same_table,
-    scatter_dependent,
     scatters_behind,
     shape_of,
 )
@@ -141,7 +140,7 @@ def _state_updates(program: Program) -> Iterator[StateUpdate]:
         if not isinstance(state, SharedVariable):
             continue
         if dependent is None:
-            dependent = scatter_dependent(program.index)
+            dependent = program.scatter_dependent
             sized = {n: _table_of(n.inputs[0]) for n in program.index.scatters}
             looked_up = {id(getattr(t, "container", t)) for t in sized.values() if t is not None}
         # A table's own update is SG101's business; states are other variables.

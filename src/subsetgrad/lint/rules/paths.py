@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -27,7 +27,7 @@ from subsetgrad.graph import (
 from subsetgrad.lint.findings import Finding, Location
 from subsetgrad.lint.program import Program
 from subsetgrad.lint.registry import Rule, rule
-from subsetgrad.lint.source import distinct_locations, location_of
+from subsetgrad.lint.source import built_by_user, distinct_locations, location_of
 
 
 def _input_key(var: Variable) -> Hashable:
@@ -59,8 +59,10 @@ def duplicated_lookup(program: Program, r: Rule) -> Iterator[Finding]:
     ## What it does
     Flags a shared table looked up with structurally equal indices in two
     separately built expressions, such as writing ``W[idx]`` (or ``W[i]``)
-    twice. Only tables being trained count: ones the function updates, or
-    ones `record()` saw a gradient taken for. Data read twice is not the trap.
+    twice. Only tables being trained count (ones `record()` saw a gradient
+    taken for, or whose update reads a gradient or the table's own lookups),
+    and only lookups the user's code built (not a library's, such as
+    ``subsetgrad.sparse_updates``). Data read twice is not the trap.
 
     ## Why is this bad?
     The two lookups are different variables. ``pytensor.grad(cost, rows)``
@@ -100,14 +102,10 @@ def duplicated_lookup(program: Program, r: Rule) -> Iterator[Finding]:
     No rewrite can fix this: the gradient the user asked for is computed
     correctly, it is the wrong gradient. Build the lookup once.
     """
-    # Only a table a gradient is taken for can miss a path: shared data read
-    # twice (``X[idx]`` of a minibatch) is not the trap.
-    trained = [t for t, _ in program.updates]
-    trained += [call.table for _, call in tagged_grads(program) if call.table is not None]
     groups: dict[Hashable, list[Apply]] = {}
-    for table in {table_key(t): t for t in trained}.values():
+    for table in _trained_tables(program):
         for node in program.index.lookups_of(table):
-            if isa(node.inputs[0], (SharedVariable,)) and _symbolic_lookup(node):
+            if _symbolic_lookup(node) and built_by_user(node):
                 groups.setdefault(lookup_key(node), []).append(node)
     for nodes in groups.values():
         if len(nodes) < 2:
@@ -129,6 +127,38 @@ def duplicated_lookup(program: Program, r: Rule) -> Iterator[Finding]:
             others[-1] if others else first,
             related=[first, *others[:-1]] if others else [],
         )
+
+
+def _trained_tables(program: Program) -> list[Variable]:
+    """Shared tables a gradient is taken for, so a second lookup can miss a path.
+
+    Shared data read twice (``X[idx]`` of a minibatch), or a buffer refreshed
+    with ``set_subtensor``, is not the trap.
+    """
+    trained = {table_key(c.table): c.table for _, c in tagged_grads(program)}
+    # A gradient with respect to the table is a scatter into zeros.
+    dependent = program.scatter_dependent
+    pending = {}
+    for table, value in program.updates:
+        key = table_key(table)
+        if key in trained or not isa(table, (SharedVariable,)):
+            continue
+        if value in dependent:
+            trained[key] = table
+        else:
+            pending[key] = (table, value)
+    if pending:
+        # A hand-written update from a gradient with respect to the rows reads the rows.
+        sources = {
+            node.outputs[0]: 1 << k
+            for k, (table, _) in enumerate(pending.values())
+            for node in program.index.lookups_of(table)
+        }
+        masks = source_masks(sources, program.index)
+        for k, (key, (table, value)) in enumerate(pending.items()):
+            if masks.get(value, 0) >> k & 1:
+                trained[key] = table
+    return [t for t in trained.values() if isa(t, (SharedVariable,))]
 
 
 def _symbolic_lookup(node: Apply) -> bool:
@@ -153,17 +183,12 @@ class GradCall:
     cost: Variable
     wrt: Variable
     location: Location | None
-    # Every variable the same call took a gradient with respect to, `wrt` too
-    # (one tuple shared by the call's records): paths through any of them are
-    # followed, so none of them is a missed path.
-    covered: tuple[Variable, ...] = ()
 
     #: How many have been made in this process; none means no graph carries a tag.
     made: ClassVar[int] = 0
 
     def __post_init__(self) -> None:
         GradCall.made += 1
-        self.covered = self.covered or (self.wrt,)
 
     @property
     def table(self) -> Variable | None:
@@ -212,52 +237,38 @@ def _table_readers(
     return {key: list(nodes) for key, nodes in readers.items()}
 
 
-def missed_paths(call: GradCall, program: Program, tables: set[Hashable]) -> list[Apply]:
-    """Nodes through which `call.cost` reads the table other than via the call's lookups.
+def missed_paths(
+    cost: Variable, table: Variable, taken: Sequence[Variable], program: Program
+) -> list[Apply]:
+    """Nodes through which `cost` reads `table` other than via the lookups `taken`.
 
-    The cost's readers of every table come from one walk, shared by all the
-    calls on that cost. A reader is missed when no path to it from the cost
-    has to pass through a lookup of the call, which holds unless the reader
-    is also behind one of those lookups (an index computed from the table);
-    only then is the cost walked again, stopping at the lookups.
+    `taken` are the lookups whose gradients the update uses. The cost's readers
+    of every table come from one walk, shared by all the updates. A reader is
+    missed when no path to it from the cost has to pass through a taken lookup,
+    which holds unless the reader is also behind one (an index computed from
+    the table); only then is the cost walked again, stopping at the lookups.
     """
-    table = call.table
-    # `grad(None, wrt, known_grads=...)` has no cost to walk.
-    if table is None or call.cost is None:
-        return []
     by_cost: dict[Variable, dict[Hashable, list[Apply]]] = program.extra.setdefault(
         "sg202_readers", {}
     )
-    readers = by_cost.get(call.cost)
+    readers = by_cost.get(cost)
     if readers is None:
-        readers = by_cost[call.cost] = _table_readers(call.cost, tables, _blocks_gradient)
-    taken, behind, covered = _covered(call.covered, program)
-    candidates = [n for n in readers.get(table_key(table), ()) if n not in taken]
+        # tagged_grads keeps only gradients with a table.
+        tables: set[Hashable] = {table_key(c.table) for _, c in tagged_grads(program)}
+        readers = by_cost[cost] = _table_readers(cost, tables, _blocks_gradient)
+    owners = {w.owner for w in taken}
+    candidates = [n for n in readers.get(table_key(table), ()) if n not in owners]
     if not candidates:
         return []
-    if not any(o in behind for n in candidates for o in n.outputs):
+    behind: dict[Apply, set[Variable]] = program.extra.setdefault("sg202_behind", {})
+    for owner in owners:
+        if owner not in behind:
+            behind[owner] = set(ancestors(owner.inputs))
+    if not any(o in behind[w] for n in candidates for o in n.outputs for w in owners):
         return candidates
-    exact = _table_readers(
-        call.cost, {table_key(table)}, lambda v: v in covered or _blocks_gradient(v)
-    )
+    stops = set(taken)
+    exact = _table_readers(cost, {table_key(table)}, lambda v: v in stops or _blocks_gradient(v))
     return exact.get(table_key(table), [])
-
-
-def _covered(
-    covered: tuple[Variable, ...], program: Program
-) -> tuple[set[Apply], set[Variable], set[Variable]]:
-    """The lookups of one grad call, what they read, and the variables themselves.
-
-    Once per call, not per gradient: one call may take thousands of lookups.
-    """
-    cache: dict[int, tuple[set[Apply], set[Variable], set[Variable]]]
-    cache = program.extra.setdefault("sg202_covered", {})
-    hit = cache.get(id(covered))
-    if hit is None:
-        owners = {w.owner for w in covered if w.owner is not None}
-        behind = set(ancestors([i for node in owners for i in node.inputs]))
-        hit = cache[id(covered)] = (owners, behind, set(covered))
-    return hit
 
 
 @rule(
@@ -325,20 +336,24 @@ def dropped_gradient_path(program: Program, r: Rule) -> Iterator[Finding]:
     by_table: dict[Hashable, list[int]] = {}
     for k, (_, call) in enumerate(tagged):
         by_table.setdefault(table_key(call.table), []).append(k)
-    tables = set(by_table)
     reported: set[tuple[int, int]] = set()
     for table, value in program.updates:
         mask = masks.get(value, 0)
         if not mask:
             continue
+        # The gradients of this table the update uses, by cost: a path through
+        # any of their lookups is followed, whichever call took it.
+        used: dict[Variable, list[GradCall]] = {}
         for k in by_table.get(table_key(table), ()):
-            if not mask >> k & 1:
-                continue
-            call = tagged[k][1]
-            key = (id(call.cost), id(value))
+            if mask >> k & 1:
+                call = tagged[k][1]
+                if call.cost is not None:  # `grad(None, wrt, known_grads=...)`: no cost
+                    used.setdefault(call.cost, []).append(call)
+        for cost, calls in used.items():
+            key = (id(cost), id(value))
             if key in reported:
                 continue
-            missed = missed_paths(call, program, tables)
+            missed = missed_paths(cost, table, [c.wrt for c in calls], program)
             if not missed:
                 continue
             reported.add(key)
@@ -348,8 +363,8 @@ def dropped_gradient_path(program: Program, r: Rule) -> Iterator[Finding]:
                 f"but the cost also reads the table through `{_describe_use(missed[0], table)}`"
                 + (f" at {where.short}" if where else "")
                 + "; that path's gradient is dropped.",
-                location_of(value) or call.location,
-                related=[call.location, *(location_of(n) for n in missed)],
+                location_of(value) or calls[0].location,
+                related=[calls[0].location, *(location_of(n) for n in missed)],
             )
 
 
