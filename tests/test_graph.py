@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytensor
@@ -144,3 +145,28 @@ def test_identity_at_zero_does_not_confuse_decay_rates() -> None:
             value, acc, [n.outputs[0] for n in index.scatters], dependent
         )
     assert answers == {1.0: True, 0.9: False}
+
+
+@pytest.mark.parametrize(
+    ("form", "unchanged"),
+    [
+        # adagrad with a global-norm clip: zero at the row, whatever the norm
+        (lambda acc, g: acc + (g / pt.maximum(pt.sqrt((g**2).sum()), 1.0)) ** 2, True),
+        # the sum is not zero at an untouched row while other rows have gradients
+        (lambda acc, g: acc * (1.0 + g.sum()), False),
+        # a transpose mixes rows and columns
+        (lambda acc, g: acc + g.T.T[::-1], False),
+    ],
+)
+def test_identity_at_zero_is_per_row(form: Callable[..., Any], unchanged: bool) -> None:
+    """Only what is computed element by element from the gradient is zero at an untouched row."""
+    from subsetgrad.graph import GraphIndex, identity_at_zero, scatter_dependent
+
+    W = pytensor.shared(np.ones((6, 2)), name="W")
+    acc = pytensor.shared(np.zeros((6, 2)), name="acc")
+    idx = pt.lvector("idx")
+    g = pytensor.grad((W[idx] ** 2).sum(), W)
+    value = form(acc, g)
+    index = GraphIndex.from_outputs([value])
+    scatters = [n.outputs[0] for n in index.scatters]
+    assert identity_at_zero(value, acc, scatters, scatter_dependent(index)) is unchanged

@@ -794,10 +794,34 @@ def ancestors(
                 stack.append(i)
 
 
+def row_local(var: Variable, like: Variable) -> bool:
+    """Each element of `var` is computed from the same element of its table-shaped inputs.
+
+    True for elementwise ops and broadcasting (not transposing) dimshuffles
+    whose output has `like`'s shape. A reduction (a global norm) or a gather
+    mixes rows: at a row outside the batch it is not zero, just unknown.
+    """
+    node = var.owner
+    if node is None or var.type.broadcastable != like.type.broadcastable:
+        return False
+    op = node.op
+    if isa(op, (Elemwise,)):
+        return True
+    if isa(op, (DimShuffle,)):
+        kept = [d for d in op.new_order if d != "x"]
+        return kept == sorted(kept)
+    return False
+
+
 def scatters_behind(
-    value: Variable, dependent: set[Variable], scatters: frozenset[Apply]
+    value: Variable, dependent: set[Variable], scatters: frozenset[Apply], like: Variable
 ) -> list[Apply]:
-    """The scatter-into-zeros nodes `value` reads, without walking past them."""
+    """The scatter-into-zeros nodes `value` reads row by row, without walking past them.
+
+    Only row-local ops (and an increment's base) are followed, so a state is not
+    said to follow another table's gradient through a global norm, and the walk
+    stays within the state's own algebra.
+    """
     found: list[Apply] = []
     stack, seen = [value], {value}
     while stack:
@@ -808,7 +832,13 @@ def scatters_behind(
         if owner in scatters:
             found.append(owner)
             continue
-        for i in owner.inputs:
+        if row_local(var, like):
+            inputs = owner.inputs
+        elif isa(owner.op, INC_OPS) and var.type.broadcastable == like.type.broadcastable:
+            inputs = owner.inputs[:1]
+        else:
+            continue
+        for i in inputs:
             if i not in seen:
                 seen.add(i)
                 stack.append(i)
@@ -837,7 +867,10 @@ def identity_at_zero(
     Decided from the algebra: substitute a broadcastable constant zero for each
     scatter and run PyTensor's canonicalize/stabilize/specialize rewrites. An
     adagrad accumulator ``acc + g**2`` becomes ``acc``; an RMSprop one
-    ``rho * acc + (1 - rho) * g**2`` stays ``rho * acc``. Results are cached by
+    ``rho * acc + (1 - rho) * g**2`` stays ``rho * acc``. What depends on the
+    gradient other than element by element (a global norm) stands for an
+    unknown value, not its value at zero: the question is about one row
+    outside the batch while others have gradients. Results are cached by
     the algebra's structure, since one optimizer repeats it for every table.
     `dependent` is `scatter_dependent` of the graph: where the algebra ends.
     """
@@ -850,12 +883,16 @@ def identity_at_zero(
         _TOKENS.clear()
         _TOKEN_BY_ID.clear()
     scatters = list(scatters)
-    key = _algebra_key(value, state, set(scatters), dependent)
+    opaque: list[Variable] = []
+    key = _algebra_key(value, state, set(scatters), dependent, opaque)
     cached = _IDENTITY_CACHE.get(key)
     if cached is not None:
         return cached
     zeros = {s: pt.constant(np.zeros((1,) * s.type.ndim, dtype=s.type.dtype)) for s in scatters}
-    at_zero = clone_replace(value, replace=zeros, rebuild_strict=False)
+    # What depends on the gradient other than row by row (a global norm) is
+    # some unknown value at a row outside the batch, not a function of zero.
+    unknown = {v: v.type() for v in opaque}
+    at_zero = clone_replace(value, replace={**zeros, **unknown}, rebuild_strict=False)
     simplified = rewrite_graph(at_zero, include=("canonicalize", "stabilize", "specialize"))
     result = strip_wrappers(simplified) is state
     _IDENTITY_CACHE[key] = result
@@ -897,12 +934,18 @@ def _leaf_name(var: Variable, state: Variable, scatters: set[Variable], order: i
 
 
 def _algebra_key(
-    value: Variable, state: Variable, scatters: set[Variable], dependent: set[Variable]
+    value: Variable,
+    state: Variable,
+    scatters: set[Variable],
+    dependent: set[Variable],
+    opaque: list[Variable],
 ) -> Hashable:
     """A structural key for the expression from the scatters (and leaves) up to `value`.
 
     Leaves are named by role: the state, a scatter, a constant by value, any
-    other variable by type and order of first appearance. Elementwise nodes off
+    other variable by type and order of first appearance. A variable that
+    depends on the scatters other than row by row (`row_local`) is a leaf too,
+    and is added to `opaque`. Elementwise nodes off
     the scatters' paths are expanded too: the simplifier sees through them, so
     ``0.9 * acc`` and ``1.0 * acc`` must not share a key.
     """
@@ -934,6 +977,10 @@ def _algebra_key(
             or (var not in dependent and not isa(node.op, _SEE_THROUGH))
         ):
             names[var] = _leaf_name(var, state, scatters, len(names))
+            continue
+        if var in dependent and not row_local(var, state):
+            names[var] = _leaf_name(var, state, scatters, len(names))
+            opaque.append(var)
             continue
         push((var, node))
         for i in node.inputs:

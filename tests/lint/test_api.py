@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 import types
 from collections.abc import Iterator
@@ -199,3 +200,37 @@ def test_gradient_paths_are_found_in_linear_work(monkeypatch: pytest.MonkeyPatch
     nodes = len(GraphIndex.from_outputs([cost, *updates.values()]).nodes)
     # Once per table would be about 60 times the graph.
     assert visits < 3 * nodes, (visits, nodes)
+
+
+def test_optimizer_states_under_a_global_norm_clip(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each state follows its own table, and the shared algebra is simplified once, not per state.
+
+    Every gradient reaches every state through the norm; walking that per state was
+    quadratic in the number of tables.
+    """
+    import pytensor.graph.rewriting.utils as rewriting
+
+    calls = 0
+    simplify = rewriting.rewrite_graph
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return simplify(*args, **kwargs)
+
+    monkeypatch.setattr(rewriting, "rewrite_graph", counted)
+    idx = pt.lvector("idx")
+    tables = [pytensor.shared(np.ones((20, 3)), name=f"W{k}") for k in range(30)]
+    states = [pytensor.shared(np.zeros((20, 3)), name=f"acc{k}") for k in range(30)]
+    cost = pt.add(*[(pt.tanh(W[idx]) ** 2).sum() for W in tables])
+    grads = pytensor.grad(cost, tables)
+    scale = 1.0 / pt.maximum(pt.sqrt(pt.add(*[(g**2).sum() for g in grads])), 1.0)
+    updates = {}
+    for W, acc, g in zip(tables, states, grads, strict=True):
+        new_acc = 0.9 * acc + 0.1 * (g * scale) ** 2
+        updates[acc] = new_acc
+        updates[W] = W - 0.01 * g * scale / pt.sqrt(new_acc + 1e-6)
+    findings = subsetgrad.check([cost], updates, select=["SG301"])
+    pairs = sorted(re.findall(r"`acc(\d+)`.*gradient of `W(\d+)`", f.message)[0] for f in findings)
+    assert pairs == sorted((str(k), str(k)) for k in range(30))
+    assert calls <= 2, calls

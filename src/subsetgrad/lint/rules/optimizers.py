@@ -146,7 +146,7 @@ def _state_updates(program: Program) -> Iterator[StateUpdate]:
         # A table's own update is SG101's business; states are other variables.
         if value not in dependent or id(getattr(state, "container", state)) in looked_up:
             continue
-        scatters = scatters_behind(value, dependent, program.index.scatters)
+        scatters = scatters_behind(value, dependent, program.index.scatters, state)
         # In the order of the walk (a set's order would name a different table per run).
         tables = [t for t in dict.fromkeys(sized[s] for s in scatters) if t is not None]
         shape = shape_of(state)
