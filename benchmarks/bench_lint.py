@@ -6,7 +6,10 @@ Two families of graphs, each with many tables of two lookups:
   an RMSprop-style accumulator (SG101, SG102 and SG301 have work to do);
 - "subset": one cost over every table, `grad(cost, rows)` for all the lookups
   in one call under `subsetgrad.record()`, and hand-written subset updates,
-  half of them `set_subtensor` (SG202 and SG203 have work to do).
+  half of them `set_subtensor` (SG202 and SG203 have work to do);
+- "clip": one cost over every table, every gradient clipped by their global
+  norm, and RMSprop-style accumulators (every state reaches every gradient
+  through the norm; SG102 and SG301 have work to do).
 
 Target: under 1 s at 100k nodes, and time linear in the number of nodes.
 
@@ -74,7 +77,22 @@ def build_subset(n_tables: int) -> tuple[list[Any], dict[Any, Any]]:
     return [cost], updates
 
 
-FAMILIES = {"update": build, "subset": build_subset}
+def build_clip(n_tables: int) -> tuple[list[Any], dict[Any, Any]]:
+    idx = pt.lvector("idx")
+    tables = [pytensor.shared(np.zeros((50, 4)), name=f"W{k}") for k in range(n_tables)]
+    states = [pytensor.shared(np.zeros((50, 4)), name=f"acc{k}") for k in range(n_tables)]
+    cost = pt.add(*[(pt.tanh(W[idx]) ** 2).sum() for W in tables])
+    grads = pytensor.grad(cost, tables)
+    scale = 1.0 / pt.maximum(pt.sqrt(pt.add(*[(g**2).sum() for g in grads])), 1.0)
+    updates: dict[Any, Any] = {}
+    for W, acc, g in zip(tables, states, grads, strict=True):
+        new_acc = 0.9 * acc + 0.1 * (g * scale) ** 2
+        updates[acc] = new_acc
+        updates[W] = W - 0.01 * g * scale / pt.sqrt(new_acc + 1e-6)
+    return [cost], updates
+
+
+FAMILIES = {"update": build, "subset": build_subset, "clip": build_clip}
 
 
 def reference() -> float:
@@ -117,12 +135,13 @@ def measure(family: str, n_tables: int, repeats: int) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks lint", description=__doc__)
-    # About 49 and 29.5 nodes a table: 1,029 / 10,045 / 100,009 and 1,005 / 10,003 / 100,007.
+    # About 49, 29.5 and 41 nodes a table, for graphs of about 1k, 10k and 100k nodes.
     parser.add_argument("--tables", default="21,205,2041", help="tables per 'update' graph")
     parser.add_argument("--subset-tables", default="34,339,3390", help="tables per 'subset' graph")
+    parser.add_argument("--clip-tables", default="25,244,2438", help="tables per 'clip' graph")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
-    sizes = {"update": args.tables, "subset": args.subset_tables}
+    sizes = {"update": args.tables, "subset": args.subset_tables, "clip": args.clip_tables}
     rows = [
         measure(family, int(t), args.repeats)
         for family, tables in sizes.items()
