@@ -138,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # About 49, 29.5 and 41 nodes a table, for graphs of about 1k, 10k and 100k nodes.
     parser.add_argument("--tables", default="21,205,2041", help="tables per 'update' graph")
     parser.add_argument("--subset-tables", default="34,339,3390", help="tables per 'subset' graph")
-    parser.add_argument("--clip-tables", default="25,244,2438", help="tables per 'clip' graph")
+    parser.add_argument("--clip-tables", default="25,244,2440", help="tables per 'clip' graph")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     sizes = {"update": args.tables, "subset": args.subset_tables, "clip": args.clip_tables}
