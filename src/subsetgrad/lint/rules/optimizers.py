@@ -14,6 +14,7 @@ from subsetgrad.graph import (
     same_table,
     scatters_behind,
     shape_of,
+    table_key,
 )
 from subsetgrad.lint.findings import Finding
 from subsetgrad.lint.program import Program, megabytes, table_bytes
@@ -142,9 +143,9 @@ def _state_updates(program: Program) -> Iterator[StateUpdate]:
         if dependent is None:
             dependent = program.scatter_dependent
             sized = {n: _table_of(n.inputs[0]) for n in program.index.scatters}
-            looked_up = {id(getattr(t, "container", t)) for t in sized.values() if t is not None}
+            looked_up = {table_key(t) for t in sized.values() if t is not None}
         # A table's own update is SG101's business; states are other variables.
-        if value not in dependent or id(getattr(state, "container", state)) in looked_up:
+        if value not in dependent or table_key(state) in looked_up:
             continue
         scatters = scatters_behind(value, dependent, program.index.scatters, state)
         # In the order of the walk (a set's order would name a different table per run).
