@@ -77,6 +77,18 @@ def _resolve(cwd: str, filename: str) -> str:
     return str(Path(cwd, filename).resolve())
 
 
+def _location(filename: str, lineno: int) -> Location:
+    relative = not filename.startswith("<") and not os.path.isabs(filename)
+    return _location_in(os.getcwd() if relative else "", filename, lineno)
+
+
+# Findings share a few lines: each is resolved and read once.
+@lru_cache(maxsize=16384)
+def _location_in(cwd: str, filename: str, lineno: int) -> Location:
+    path = filename if filename.startswith("<") else _resolve(cwd, filename)
+    return Location(path, lineno, _column(filename, lineno))
+
+
 def _column(filename: str, lineno: int) -> int:
     """1-based column of the line's first character (traces keep the line stripped)."""
     text = linecache.getline(filename, lineno)
@@ -103,9 +115,9 @@ def _user_frames(var: Variable | Apply | None, innermost_only: bool = False) -> 
         for summary in trace:
             found: list[Location] = []
             for frame in reversed(summary):
-                filename, lineno = frame[0], frame[1]
+                filename = frame[0]
                 if is_user_file(filename):
-                    loc = Location(absolute(filename), int(lineno), _column(filename, lineno))
+                    loc = _location(filename, int(frame[1]))
                     if innermost_only:
                         return [loc]
                     found.append(loc)
