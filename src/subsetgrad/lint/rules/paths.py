@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, ClassVar
 
 import numpy as np
@@ -184,11 +186,11 @@ class GradCall:
     wrt: Variable
     location: Location | None
 
-    #: How many have been made in this process; none means no graph carries a tag.
-    made: ClassVar[int] = 0
+    #: The calls still alive; none means no graph carries a tag, and none is searched for.
+    live: ClassVar[weakref.WeakSet[GradCall]] = weakref.WeakSet()
 
     def __post_init__(self) -> None:
-        GradCall.made += 1
+        GradCall.live.add(self)
 
     @property
     def table(self) -> Variable | None:
@@ -207,12 +209,14 @@ def tagged_grads(program: Program) -> list[tuple[Variable, GradCall]]:
     cached = program.extra.get("tagged_grads")
     if cached is None:
         cached = program.extra["tagged_grads"] = []
-        if GradCall.made:
-            for node in program.index.nodes:
-                for out in node.outputs:
-                    call = vars(out.tag).get(GRAD_TAG)
-                    if isinstance(call, GradCall) and call.table is not None:
-                        cached.append((out, call))
+        if GradCall.live:
+            index = program.index
+            # Every variable the program reads or returns: an unread one cannot matter.
+            outputs = [o for o in index.outputs if o not in index.clients]
+            for var in chain(index.clients, outputs):
+                call = vars(var.tag).get(GRAD_TAG)
+                if isinstance(call, GradCall) and call.table is not None:
+                    cached.append((var, call))
     return cached
 
 
