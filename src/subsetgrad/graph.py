@@ -762,15 +762,21 @@ def source_masks(sources: Mapping[Variable, int], index: GraphIndex) -> dict[Var
     `sources` must have owners (the index records no uses of graph inputs).
     """
     masks = dict(sources)
+    get = masks.get
     starts = dict.fromkeys(s.owner for s in sources if s.owner is not None)
     for node in downstream(starts, index.clients):
+        # Masks can be thousands of bits wide: OR only when there is a new bit to add.
         mask = 0
         for i in node.inputs:
-            mask |= masks.get(i, 0)
+            m = get(i)
+            if m and m != mask:
+                mask = mask | m if mask else m
         for out in node.outputs:
-            own = mask | sources.get(out, 0)
-            if own:
-                masks[out] = own
+            own = sources.get(out)
+            if own is not None:
+                masks[out] = mask | own
+            elif mask:
+                masks[out] = mask
     return masks
 
 
@@ -804,7 +810,10 @@ def row_local(var: Variable, like: Variable) -> bool:
     node = var.owner
     if node is None or var.type.broadcastable != like.type.broadcastable:
         return False
-    op = node.op
+    return _row_local_op(node.op)
+
+
+def _row_local_op(op: Any) -> bool:
     if isa(op, (Elemwise,)):
         return True
     if isa(op, (DimShuffle,)):
@@ -917,6 +926,7 @@ def token(obj: Any) -> int:
 
 # Ops the simplifier sees through: expanded in keys even off the scatters' paths.
 _SEE_THROUGH = (Elemwise, DimShuffle)
+_NAME_NEXT = object()
 
 
 def _leaf_name(var: Variable, state: Variable, scatters: set[Variable], order: int) -> Hashable:
@@ -952,37 +962,38 @@ def _algebra_key(
     # Every variable the walk is done with has a name.
     names: dict[Variable, Hashable] = {}
     parts: list[Hashable] = []
+    like = state.type.broadcastable
     # Post-order over the nodes between the leaves and `value`; nodes that do
     # not reach a scatter are leaves too, so the walk stays within the algebra.
-    # The stack holds variables to visit and (variable, node) pairs to name.
+    # A variable under `_NAME_NEXT` on the stack is named once its inputs are.
     stack: list[Any] = [value]
     pop, push = stack.pop, stack.append
     while stack:
-        item = pop()
-        if type(item) is tuple:
-            var, node = item
+        var = pop()
+        if var is _NAME_NEXT:
+            var = pop()
             if var not in names:
+                node = var.owner
                 names[var] = ("node", len(parts))
-                inputs = tuple([names[i] for i in node.inputs])
-                parts.append((token(node.op), var.index, inputs))
+                parts.append((token(node.op), var.index, tuple([names[i] for i in node.inputs])))
             continue
-        var = item
         if var in names:
             continue
         node = var.owner
-        if (
-            node is None
-            or var is state
-            or var in scatters
-            or (var not in dependent and not isa(node.op, _SEE_THROUGH))
-        ):
+        if node is None or var is state or var in scatters:
             names[var] = _leaf_name(var, state, scatters, len(names))
             continue
-        if var in dependent and not row_local(var, state):
+        if var in dependent:
+            # Inlined `row_local(var, state)`: this loop runs for every state's algebra.
+            if var.type.broadcastable != like or not _row_local_op(node.op):
+                names[var] = _leaf_name(var, state, scatters, len(names))
+                opaque.append(var)
+                continue
+        elif not isa(node.op, _SEE_THROUGH):
             names[var] = _leaf_name(var, state, scatters, len(names))
-            opaque.append(var)
             continue
-        push((var, node))
+        push(var)
+        push(_NAME_NEXT)
         for i in node.inputs:
             if i not in names:
                 push(i)
