@@ -234,3 +234,38 @@ def test_optimizer_states_under_a_global_norm_clip(monkeypatch: pytest.MonkeyPat
     pairs = sorted(re.findall(r"`acc(\d+)`.*gradient of `W(\d+)`", f.message)[0] for f in findings)
     assert pairs == sorted((str(k), str(k)) for k in range(30))
     assert calls <= 2, calls
+
+
+def test_scans_are_matched_to_updates_in_linear_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SG103 asks which updates read each Scan's gradient in one pass, not a walk per Scan."""
+    import subsetgrad.graph as graph
+
+    visits = 0
+    walk = graph.downstream
+
+    def counted(*args: Any, **kwargs: Any) -> list[Any]:
+        nonlocal visits
+        order = walk(*args, **kwargs)
+        visits += len(order)
+        return order
+
+    monkeypatch.setattr(graph, "downstream", counted)
+    seq = pt.lmatrix("seq")
+    tables = [pytensor.shared(np.zeros((50, 4)), name=f"W{k}") for k in range(6)]
+    cost = 0
+    for W in tables:
+        hs = pytensor.scan(
+            lambda ids, h, W=W: pt.tanh(h + W[ids].sum(axis=0)),
+            sequences=[seq],
+            outputs_info=[pt.zeros(4)],
+            return_updates=False,
+        )
+        cost = cost + hs[-1].sum()
+    grads = pytensor.grad(cost, tables)
+    updates = {W: W - 0.1 * g for W, g in zip(tables, grads, strict=True)}
+    findings = subsetgrad.check([cost], updates, select=["SG103"])
+    assert sorted(re.findall(r"`(W\d)`", " ".join(f.message for f in findings))) == [
+        f"W{k}" for k in range(6)
+    ]
+    nodes = len(GraphIndex.from_outputs([cost, *updates.values()]).nodes)
+    assert 0 < visits < 2 * nodes, (visits, nodes)

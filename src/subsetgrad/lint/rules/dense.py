@@ -10,10 +10,10 @@ from pytensor.tensor.elemwise import Elemwise
 from subsetgrad.graph import (
     GraphIndex,
     Linear,
-    ancestors,
     describe,
     is_scatter_into_zeros,
     same_table,
+    source_masks,
     strip_casts,
     table_key,
 )
@@ -267,14 +267,10 @@ def dense_gradient_kept(program: Program, r: Rule) -> Iterator[Finding]:
         )
 
 
-def _trains(program: Program, table: Variable, scan: Apply) -> bool:
-    """Whether an update of `table` reads the outputs of `scan` (its gradient is used)."""
-    outs = set(scan.outputs)
-    return any(
-        any(v in outs for v in ancestors([value]))
-        for target, value in program.updates
-        if same_table(target, table)
-    )
+def _trains(program: Program, table: Variable, masks: dict[Variable, int], k: int) -> bool:
+    """Whether an update of `table` reads the k-th Scan's outputs (bit k of `masks`)."""
+    updates = program.updates
+    return any(masks.get(v, 0) >> k & 1 for target, v in updates if same_table(target, table))
 
 
 def _scan_tables(node: Apply) -> Iterator[tuple[Apply, Variable | None]]:
@@ -366,11 +362,21 @@ def scatter_in_scan(program: Program, r: Rule) -> Iterator[Finding]:
     """
     from pytensor.scan.op import Scan
 
-    for node in program.index.nodes_of(Scan):
+    scans = program.index.nodes_of(Scan)
+    masks: dict[Variable, int] | None = None
+    for k, node in enumerate(scans):
         reported: set[int] = set()
         for inner_node, outer in _scan_tables(node):
             key = id(outer) if outer is not None else id(inner_node)
-            if key in reported or outer is None or not _trains(program, outer, node):
+            if key in reported or outer is None:
+                continue
+            if masks is None:
+                # Bit k: reads the k-th Scan's outputs. One pass for every Scan and update.
+                masks = source_masks(
+                    {out: 1 << j for j, scan in enumerate(scans) for out in scan.outputs},
+                    program.index,
+                )
+            if not _trains(program, outer, masks, k):
                 continue
             reported.add(key)
             table = describe(outer) if outer is not None else "a lookup table"
