@@ -262,10 +262,18 @@ def test_scans_are_matched_to_updates_in_linear_work(monkeypatch: pytest.MonkeyP
         )
         cost = cost + hs[-1].sum()
     grads = pytensor.grad(cost, tables)
-    updates = {W: W - 0.1 * g for W, g in zip(tables, grads, strict=True)}
-    findings = subsetgrad.check([cost], updates, select=["SG103"])
+    # Half the tables train from their gradient; the others decay by the cost, which
+    # reads every Scan but not their gradient (a walk per Scan covered the graph).
+    updates = {
+        W: W - 0.1 * g if k < 3 else W * (1 - 1e-3 * cost)
+        for k, (W, g) in enumerate(zip(tables, grads, strict=True))
+    }
+    outputs = [cost, *grads[3:]]
+    findings = subsetgrad.check(outputs, updates, select=["SG103"])
     assert sorted(re.findall(r"`(W\d)`", " ".join(f.message for f in findings))) == [
-        f"W{k}" for k in range(6)
+        "W0",
+        "W1",
+        "W2",
     ]
-    nodes = len(GraphIndex.from_outputs([cost, *updates.values()]).nodes)
+    nodes = len(GraphIndex.from_outputs([*outputs, *updates.values()]).nodes)
     assert 0 < visits < 2 * nodes, (visits, nodes)
