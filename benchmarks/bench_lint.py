@@ -1,6 +1,6 @@
 """Lint speed: `subsetgrad.check` on graphs of just over 1k, 10k and 100k nodes.
 
-Two families of graphs, each with many tables of two lookups:
+Three families of graphs, each with many tables of two lookups:
 
 - "update": each table has its own cost, an SGD update from `grad(cost, W)` and
   an RMSprop-style accumulator (SG101, SG102 and SG301 have work to do);
