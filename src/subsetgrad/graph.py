@@ -810,10 +810,7 @@ def row_local(var: Variable, like: Variable) -> bool:
     node = var.owner
     if node is None or var.type.broadcastable != like.type.broadcastable:
         return False
-    return _row_local_op(node.op)
-
-
-def _row_local_op(op: Any) -> bool:
+    op = node.op
     if isa(op, (Elemwise,)):
         return True
     if isa(op, (DimShuffle,)):
@@ -962,7 +959,6 @@ def _algebra_key(
     # Every variable the walk is done with has a name.
     names: dict[Variable, Hashable] = {}
     parts: list[Hashable] = []
-    like = state.type.broadcastable
     # Post-order over the nodes between the leaves and `value`; nodes that do
     # not reach a scatter are leaves too, so the walk stays within the algebra.
     # A variable under `_NAME_NEXT` on the stack is named once its inputs are.
@@ -980,17 +976,17 @@ def _algebra_key(
         if var in names:
             continue
         node = var.owner
-        if node is None or var is state or var in scatters:
+        if (
+            node is None
+            or var is state
+            or var in scatters
+            or (var not in dependent and not isa(node.op, _SEE_THROUGH))
+        ):
             names[var] = _leaf_name(var, state, scatters, len(names))
             continue
-        if var in dependent:
-            # Inlined `row_local(var, state)`: this loop runs for every state's algebra.
-            if var.type.broadcastable != like or not _row_local_op(node.op):
-                names[var] = _leaf_name(var, state, scatters, len(names))
-                opaque.append(var)
-                continue
-        elif not isa(node.op, _SEE_THROUGH):
+        if var in dependent and not row_local(var, state):
             names[var] = _leaf_name(var, state, scatters, len(names))
+            opaque.append(var)
             continue
         push(var)
         push(_NAME_NEXT)

@@ -78,15 +78,13 @@ def _resolve(cwd: str, filename: str) -> str:
 
 
 def _location(filename: str, lineno: int) -> Location:
-    relative = not filename.startswith("<") and not os.path.isabs(filename)
-    return _location_in(os.getcwd() if relative else "", filename, lineno)
+    return _location_at(absolute(filename), lineno)
 
 
-# Findings share a few lines: each is resolved and read once.
+# Findings share a few lines: each line's column is read once.
 @lru_cache(maxsize=16384)
-def _location_in(cwd: str, filename: str, lineno: int) -> Location:
-    path = filename if filename.startswith("<") else _resolve(cwd, filename)
-    return Location(path, lineno, _column(filename, lineno))
+def _location_at(path: str, lineno: int) -> Location:
+    return Location(path, lineno, _column(path, lineno))
 
 
 def _column(filename: str, lineno: int) -> int:
