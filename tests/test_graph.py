@@ -16,6 +16,7 @@ from subsetgrad.graph import (
     _has_mask,
     ancestors,
     decompose_graph,
+    depends_on,
     index_of,
     indices_provably_unique,
     is_bool_index,
@@ -108,6 +109,36 @@ def test_scatter_dependent_leaves_out_dense_increments() -> None:
         if any(v.owner in index.scatters for v in ancestors([out]))
     }
     assert scatter_dependent(index) == expected
+
+
+def _chain_of_lookups(n: int) -> tuple[list[Variable], list[Variable]]:
+    """`n` lookups, each added into one long running sum, and each sum's successor."""
+    x, idx = pt.dmatrix("x"), pt.lvector("idx")
+    rows = [x[idx + k] for k in range(n)]
+    total, sums = rows[0], []
+    for r in rows[1:]:
+        total = total + r
+        sums.append(total)
+    return rows, sums
+
+
+@pytest.mark.parametrize("n", [3, 40])
+def test_depends_on_agrees_with_the_ancestors(n: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subsetgrad.graph as graph
+
+    rows, sums = _chain_of_lookups(n)
+    index = GraphIndex.from_outputs(sums)
+    # The last rows asked about are read by no sum, so each walk climbs the whole chain:
+    # on the long chain that spends the budget, and one mask pass answers the rest.
+    queries = [(s, {r}) for s, r in zip(sums, rows[1:], strict=True)]
+    queries += [(s, {rows[-1]}) for s in sums[:-1]]
+    passes: list[int] = []
+    real = graph.source_masks
+    monkeypatch.setattr(graph, "source_masks", lambda *a: passes.append(1) or real(*a))
+    expected = [any(v in srcs for v in ancestors([var])) for var, srcs in queries]
+    assert depends_on(queries, index) == expected
+    assert expected.count(False) == n - 2
+    assert len(passes) == (1 if n == 40 else 0)
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ decomposition to say which updates are dense and why.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 from typing import Any
@@ -778,6 +778,49 @@ def source_masks(sources: Mapping[Variable, int], index: GraphIndex) -> dict[Var
             elif mask:
                 masks[out] = mask
     return masks
+
+
+def depends_on(
+    queries: Sequence[tuple[Variable, Collection[Variable]]], index: GraphIndex
+) -> list[bool]:
+    """For each ``(var, sources)``: whether `var` is, or depends on, one of `sources`.
+
+    A walk up from each `var` ends at the first source it meets, which is
+    usually a step or two away (``set_subtensor(rows, rows - d)`` reads `rows`).
+    The walks share a budget of one step per node of the graph; the queries
+    still open when it runs out get one `source_masks` pass. So the cost stays
+    linear in the graph's size whatever the queries ask. `sources` must have
+    owners, as for `source_masks`.
+    """
+    answers: list[bool] = []
+    budget = len(index.nodes)
+    for var, sources in queries:
+        found = var in sources
+        stack, seen = [var], {var}
+        while stack and not found and budget > 0:
+            owner = stack.pop().owner
+            if owner is None:
+                continue
+            budget -= 1
+            for i in owner.inputs:
+                if i in sources:
+                    found = True
+                    break
+                if i not in seen:
+                    seen.add(i)
+                    stack.append(i)
+        if not found and stack:
+            break  # out of budget with this walk unfinished
+        answers.append(found)
+    rest = queries[len(answers) :]
+    if rest:
+        bits: dict[Variable, int] = {}
+        for k, (_, sources) in enumerate(rest):
+            for s in sources:
+                bits[s] = bits.get(s, 0) | 1 << k
+        masks = source_masks(bits, index)
+        answers.extend(bool(masks.get(var, 0) >> k & 1) for k, (var, _) in enumerate(rest))
+    return answers
 
 
 def ancestors(

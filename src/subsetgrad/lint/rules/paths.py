@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Collection, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any, ClassVar
@@ -17,6 +17,7 @@ from pytensor.tensor.subtensor import AdvancedIncSubtensor, AdvancedSubtensor
 from subsetgrad.graph import (
     LOOKUP_OPS,
     ancestors,
+    depends_on,
     describe,
     index_of,
     indices_provably_unique,
@@ -204,6 +205,10 @@ GRAD_TAG = "subsetgrad_grad"
 NO_GRADIENT_OPS = {"Shape", "Shape_i", "DisconnectedGrad", "ZeroGrad", "UndefinedGrad"}
 
 
+def _instance_dict(obj: object) -> dict[str, Any]:
+    return object.__getattribute__(obj, "__dict__")  # type: ignore[no-any-return]
+
+
 def tagged_grads(program: Program) -> list[tuple[Variable, GradCall]]:
     """The program's gradients that `record()` saw taken with respect to a lookup."""
     cached = program.extra.get("tagged_grads")
@@ -214,30 +219,39 @@ def tagged_grads(program: Program) -> list[tuple[Variable, GradCall]]:
             # Every variable the program reads or returns: an unread one cannot matter.
             outputs = [o for o in index.outputs if o not in index.clients]
             for var in chain(index.clients, outputs):
-                call = vars(var.tag).get(GRAD_TAG)
-                if isinstance(call, GradCall) and call.table is not None:
+                # Not `vars()`: a tag's class defines `__getattribute__` in Python.
+                call = _instance_dict(var.tag).get(GRAD_TAG)
+                if call is not None and isinstance(call, GradCall) and call.table is not None:
                     cached.append((var, call))
     return cached
 
 
-def _blocks_gradient(var: Variable) -> bool:
-    # Shapes and gradient blocks: no gradient flows through them to the table.
-    return type(var.owner.op).__name__ in NO_GRADIENT_OPS
-
-
 def _table_readers(
-    cost: Variable, tables: set[Hashable], stop: Callable[[Variable], bool]
+    cost: Variable, tables: set[Hashable], stops: Collection[Apply] = ()
 ) -> dict[Hashable, list[Apply]]:
-    """The nodes through which `cost` reads each of `tables`, in one walk."""
+    """The nodes through which `cost` reads each of `tables`, in one walk up from it.
+
+    The walk does not pass through the `stops`, nor through shapes and
+    gradient blocks: no gradient flows through them to a table.
+    """
     readers: dict[Hashable, dict[Apply, None]] = {}
-    for var in ancestors([cost], stop=stop):
-        node = var.owner
-        if node is None or stop(var):
+    if cost.owner is None:
+        return {}
+    stack = [cost.owner]
+    seen = {cost.owner}
+    while stack:
+        node = stack.pop()
+        if node in stops or type(node.op).__name__ in NO_GRADIENT_OPS:
             continue
         for i in node.inputs:
-            key = table_key(i)
+            owner = i.owner
+            # Only a shared table has a container that its clones share.
+            key = id(i) if owner is not None else table_key(i)
             if key in tables:
                 readers.setdefault(key, {})[node] = None
+            if owner is not None and owner not in seen:
+                seen.add(owner)
+                stack.append(owner)
     return {key: list(nodes) for key, nodes in readers.items()}
 
 
@@ -259,7 +273,7 @@ def missed_paths(
     if readers is None:
         # tagged_grads keeps only gradients with a table.
         tables: set[Hashable] = {table_key(c.table) for _, c in tagged_grads(program)}
-        readers = by_cost[cost] = _table_readers(cost, tables, _blocks_gradient)
+        readers = by_cost[cost] = _table_readers(cost, tables)
     owners = {w.owner for w in taken}
     candidates = [n for n in readers.get(table_key(table), ()) if n not in owners]
     if not candidates:
@@ -270,8 +284,7 @@ def missed_paths(
             behind[owner] = set(ancestors(owner.inputs))
     if not any(o in behind[w] for n in candidates for o in n.outputs for w in owners):
         return candidates
-    stops = set(taken)
-    exact = _table_readers(cost, {table_key(table)}, lambda v: v in stops or _blocks_gradient(v))
+    exact = _table_readers(cost, {table_key(table)}, owners)
     return exact.get(table_key(table), [])
 
 
@@ -445,17 +458,16 @@ def set_with_duplicate_indices(program: Program, r: Rule) -> Iterator[Finding]:
         writes.append((node, (table_key(base), tuple([_input_key(v) for v in index_inputs]))))
     if not writes:
         return
-    # Bit k: reads the rows the k-th kind of write writes (same table, same indices).
-    bits = {key: 1 << k for k, key in enumerate(dict.fromkeys(key for _, key in writes))}
-    sources: dict[Variable, int] = {}
+    # The lookups that read the rows each kind of write writes (same table, same indices).
+    reads: dict[Hashable, set[Variable]] = {key: set() for _, key in writes}
     for table in {table_key(n.inputs[0]): n.inputs[0] for n, _ in writes}.values():
         for lookup in program.index.lookups_of(table):
             read = (table_key(table), tuple([_input_key(v) for v in lookup.inputs[1:]]))
-            if read in bits:
-                sources[lookup.outputs[0]] = bits[read]
-    masks = source_masks(sources, program.index)
-    for node, key in writes:
-        if masks.get(node.inputs[1], 0) & bits[key]:
+            if read in reads:
+                reads[read].add(lookup.outputs[0])
+    queries = [(node.inputs[1], reads[key]) for node, key in writes]
+    for (node, _), reads_rows in zip(writes, depends_on(queries, program.index), strict=True):
+        if reads_rows:
             yield r.finding(
                 f"`set_subtensor` writes rows of {describe(node.inputs[0])} computed from the "
                 "same rows, but the indices may repeat: a repeated row keeps only its last write "
