@@ -498,23 +498,30 @@ def downstream(
     """
     order: list[Apply] = []
     entered: set[Apply] = set()
+    finish = order.append
     for start in starts:
-        stack: list[tuple[Apply, bool]] = [(start, False)]
+        # A node under `_FINISH` on the stack is done once the nodes above it are.
+        stack: list[Any] = [start]
+        pop, push = stack.pop, stack.append
         while stack:
-            node, finished = stack.pop()
-            if finished:
-                order.append(node)
+            node = pop()
+            if node is _FINISH:
+                finish(pop())
                 continue
             if node in entered:
                 continue
             entered.add(node)
-            stack.append((node, True))
+            push(node)
+            push(_FINISH)
             for out in node.outputs:
                 for client, _ in clients.get(out, ()):
-                    if isinstance(client, Apply) and client not in entered:
-                        stack.append((client, False))
+                    if client not in entered and isinstance(client, Apply):
+                        push(client)
     order.reverse()
     return order
+
+
+_FINISH = object()
 
 
 def _is_term(node: Apply) -> bool:
