@@ -794,13 +794,13 @@ def depends_on(
 
     A walk up from each `var` ends at the first source it meets, which is
     usually a step or two away (``set_subtensor(rows, rows - d)`` reads `rows`).
-    The walks share a budget of one step per node of the graph; the queries
-    still open when it runs out get one `source_masks` pass. So the cost stays
-    linear in the graph's size whatever the queries ask. `sources` must have
-    owners, as for `source_masks`.
+    The walks share a budget of a few steps per node of the graph, each step
+    charged for the inputs it reads; the queries still open when it runs out
+    get one `source_masks` pass. So the cost stays linear in the graph's size
+    whatever the queries ask. `sources` must have owners, as for `source_masks`.
     """
     answers: list[bool] = []
-    budget = len(index.nodes)
+    budget = 3 * len(index.nodes)
     for var, sources in queries:
         found = var in sources
         stack, seen = [var], {var}
@@ -808,8 +808,9 @@ def depends_on(
             owner = stack.pop().owner
             if owner is None:
                 continue
-            budget -= 1
-            for i in owner.inputs:
+            inputs = owner.inputs
+            budget -= 1 + len(inputs)
+            for i in inputs:
                 if i in sources:
                     found = True
                     break
@@ -821,12 +822,16 @@ def depends_on(
         answers.append(found)
     rest = queries[len(answers) :]
     if rest:
+        # One bit per distinct collection of sources (queries often share one).
+        bit_of: dict[int, int] = {}
         bits: dict[Variable, int] = {}
-        for k, (_, sources) in enumerate(rest):
-            for s in sources:
-                bits[s] = bits.get(s, 0) | 1 << k
+        for _, sources in rest:
+            if id(sources) not in bit_of:
+                bit = bit_of[id(sources)] = 1 << len(bit_of)
+                for s in sources:
+                    bits[s] = bits.get(s, 0) | bit
         masks = source_masks(bits, index)
-        answers.extend(bool(masks.get(var, 0) >> k & 1) for k, (var, _) in enumerate(rest))
+        answers.extend(bool(masks.get(var, 0) & bit_of[id(sources)]) for var, sources in rest)
     return answers
 
 

@@ -221,7 +221,7 @@ def tagged_grads(program: Program) -> list[tuple[Variable, GradCall]]:
             for var in chain(index.clients, outputs):
                 # Not `vars()`: a tag's class defines `__getattribute__` in Python.
                 call = _instance_dict(var.tag).get(GRAD_TAG)
-                if call is not None and isinstance(call, GradCall) and call.table is not None:
+                if isinstance(call, GradCall) and call.table is not None:
                     cached.append((var, call))
     return cached
 
