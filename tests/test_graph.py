@@ -112,7 +112,7 @@ def test_scatter_dependent_leaves_out_dense_increments() -> None:
 
 
 def _chain_of_lookups(n: int) -> tuple[list[Variable], list[Variable]]:
-    """`n` lookups, each added into one long running sum, and each sum's successor."""
+    """`n` lookups of one table and the running sums that add them up one by one."""
     x, idx = pt.dmatrix("x"), pt.lvector("idx")
     rows = [x[idx + k] for k in range(n)]
     total, sums = rows[0], []
