@@ -17,6 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -287,17 +288,54 @@ class Linear:
         return any(t.into_zeros for t in self.terms)
 
 
-@dataclass(frozen=True)
 class GraphIndex:
-    """Apply nodes in topological order and each variable's clients, built once."""
+    """Apply nodes in topological order, and who uses each variable, built once.
 
-    nodes: list[Apply]
-    clients: dict[Variable, list[tuple[Apply, int]]]
-    outputs: list[Variable]
-    output_set: frozenset[Variable] = field(init=False)
+    `clients` has the uses of every variable; `region_clients` only those of
+    the variables `inc_region` outputs (whose uses are all in that region too),
+    which is what decompositions ask about and costs far less to gather.
+    """
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "output_set", frozenset(self.outputs))
+    def __init__(
+        self,
+        nodes: list[Apply],
+        outputs: Sequence[Variable],
+        clients: Mapping[Variable, list[tuple[Apply, int]]] | None = None,
+        *,
+        root_clients: bool = True,
+    ) -> None:
+        self.nodes = nodes
+        self.outputs = list(outputs)
+        self.output_set = frozenset(self.outputs)
+        self.root_clients = root_clients
+        if clients is not None:
+            self.__dict__["clients"] = clients
+
+    @cached_property
+    def clients(self) -> Mapping[Variable, list[tuple[Apply, int]]]:
+        """Each variable's uses in topological order (a graph input's only with `root_clients`)."""
+        clients: dict[Variable, list[tuple[Apply, int]]] = {}
+        users_of, roots = clients.get, self.root_clients
+        for node in self.nodes:
+            j = -1
+            for inp in node.inputs:
+                j += 1
+                if inp.owner is None and not roots:
+                    continue
+                users = users_of(inp)
+                if users is None:
+                    clients[inp] = [(node, j)]
+                else:
+                    users.append((node, j))
+        return clients
+
+    @cached_property
+    def region_clients(self) -> Mapping[Variable, list[tuple[Apply, int]]]:
+        return self.clients
+
+    @cached_property
+    def node_set(self) -> set[Apply]:
+        return set(self.nodes)
 
     @cached_property
     def _by_op_type(self) -> dict[type, list[Apply]]:
@@ -348,50 +386,69 @@ class GraphIndex:
 
     @classmethod
     def from_fgraph(cls, fgraph: FunctionGraph) -> GraphIndex:
-        return cls(list(fgraph.toposort()), fgraph.clients, list(fgraph.outputs))
+        return cls(list(fgraph.toposort()), fgraph.outputs, fgraph.clients)
 
     @classmethod
     def from_outputs(cls, outputs: Sequence[Variable], *, root_clients: bool = True) -> GraphIndex:
-        """Index the graph behind `outputs` in one pass (nodes in no particular order).
+        """Index the graph behind `outputs` in one depth-first pass.
 
-        The lint's rules do not need a topological order of the whole graph;
-        `decompose_graph` orders the small region it works on itself. With
-        `root_clients` False the uses of the graph's inputs (variables without
-        an owner: constants, shared tables) are not recorded.
+        The pass also finds `inc_region` and `region_clients`: each node is
+        placed once its inputs are, so whether it reads the region is known
+        then. `clients` is gathered only if asked for; with `root_clients`
+        False it leaves out the uses of the graph's inputs (constants, tables).
         """
         nodes: list[Apply] = []
-        clients: dict[Variable, list[tuple[Apply, int]]] = {}
         groups: defaultdict[type, list[Apply]] = defaultdict(list)
-        # Each node once, also one that several outputs come from (or one output twice).
-        stack = list(dict.fromkeys(o.owner for o in outputs if o.owner is not None))
-        seen: set[Apply] = set(stack)
+        region: list[Apply] = []
+        region_vars: set[Variable] = set()
+        region_clients: dict[Variable, list[tuple[Apply, int]]] = {}
+        starts_region: dict[Any, bool] = {}
+        # A node under `_FINISH` on the stack is placed once the nodes above it are.
+        stack: list[Any] = [o.owner for o in reversed(outputs) if o.owner is not None]
+        entered: set[Apply] = set()
         # Bound once: this loop runs for every node and edge of the graph.
-        pop, push, see, users_of = stack.pop, stack.append, seen.add, clients.get
+        pop, push, enter, place = stack.pop, stack.append, entered.add, nodes.append
         while stack:
             node = pop()
-            nodes.append(node)
-            groups[type(node.op)].append(node)
-            j = -1
+            if node is _FINISH:
+                node = pop()
+                place(node)
+                op_type: Any = type(node.op)
+                groups[op_type].append(node)
+                inc = starts_region.get(op_type)
+                if inc is None:
+                    inc = starts_region[op_type] = _subclass(op_type, INC_OPS)
+                inputs = node.inputs
+                if inc or not region_vars.isdisjoint(inputs):
+                    region.append(node)
+                    region_vars.update(node.outputs)
+                    j = -1
+                    for inp in inputs:
+                        j += 1
+                        if inp in region_vars:
+                            users = region_clients.get(inp)
+                            if users is None:
+                                region_clients[inp] = [(node, j)]
+                            else:
+                                users.append((node, j))
+                continue
+            if node in entered:
+                continue  # pushed again by another client before it was placed
+            enter(node)
+            push(node)
+            push(_FINISH)
             for inp in node.inputs:
-                j += 1
                 parent = inp.owner
-                if parent is None:
-                    if not root_clients:
-                        continue
-                elif parent not in seen:
-                    see(parent)
+                if parent is not None and parent not in entered:
                     push(parent)
-                    # Nothing has read an output of a node seen only now.
-                    clients[inp] = [(node, j)]
-                    continue
-                users = users_of(inp)
-                if users is None:
-                    clients[inp] = [(node, j)]
-                else:
-                    users.append((node, j))
-        index = cls(nodes, clients, list(outputs))
-        # Filled in the same pass rather than by another walk over every node.
-        index.__dict__["_by_op_type"] = groups
+        index = cls(nodes, outputs, root_clients=root_clients)
+        # Filled in the same pass rather than by more walks over the graph.
+        index.__dict__.update(
+            _by_op_type=groups,
+            node_set=entered,
+            inc_region=region,
+            region_clients=region_clients,
+        )
         return index
 
 
@@ -412,7 +469,7 @@ class Decomposition:
         absorbed = self.absorbed
         uses: list[tuple[Apply | None, int]] = []
         as_output = False
-        for c, i in index.clients.get(var, ()):
+        for c, i in index.region_clients.get(var, ()):
             if isinstance(c, Apply):
                 if (c, i) in absorbed:
                     continue
@@ -490,7 +547,7 @@ def decompose_graph(index: GraphIndex, *, values: bool = True) -> Decomposition:
 
 
 def downstream(
-    starts: Iterable[Apply], clients: dict[Variable, list[tuple[Apply, int]]]
+    starts: Iterable[Apply], clients: Mapping[Variable, list[tuple[Apply, int]]]
 ) -> list[Apply]:
     """`starts` and every node that reads from them, each after its parents among these.
 
@@ -763,15 +820,20 @@ def scatter_dependent(index: GraphIndex) -> set[Variable]:
 def source_masks(sources: Mapping[Variable, int], index: GraphIndex) -> dict[Variable, int]:
     """For every variable that depends on one of `sources`, the OR of their bit masks.
 
-    One pass over the nodes downstream of the sources, in topological order, so
-    the cost is that region's size however many sources (and rules) ask:
-    "which gradients does each update use?" without a walk per update.
-    `sources` must have owners (the index records no uses of graph inputs).
+    One pass over the nodes in topological order, from the first that outputs
+    a source, so the cost is the graph's size however many sources (and
+    rules) ask: "which gradients does each update use?" without a walk per
+    update.
     """
     masks = dict(sources)
     get = masks.get
-    starts = dict.fromkeys(s.owner for s in sources if s.owner is not None)
-    for node in downstream(starts, index.clients):
+    nodes = index.nodes
+    starts = {s.owner for s in sources}
+    # Nothing before the first source's node depends on a source, unless one is a graph input.
+    first = 0
+    if None not in starts:
+        first = next((k for k, node in enumerate(nodes) if node in starts), len(nodes))
+    for node in islice(nodes, first, None):
         # Masks can be thousands of bits wide: OR only when there is a new bit to add.
         mask = 0
         for i in node.inputs:
@@ -797,7 +859,7 @@ def depends_on(
     The walks share a budget of a few steps per node of the graph, each step
     charged for the inputs it reads; the queries still open when it runs out
     get one `source_masks` pass. So the cost stays linear in the graph's size
-    whatever the queries ask. `sources` must have owners, as for `source_masks`.
+    whatever the queries ask.
     """
     answers: list[bool] = []
     budget = 3 * len(index.nodes)

@@ -97,7 +97,7 @@ def dense_uses(program: Program, value: Variable) -> tuple[list[tuple[Apply | No
 def _feeds_only_updates(program: Program, node: Apply, ndim: int) -> bool:
     """Everything downstream of `node` is full-shape elementwise work ending in updates."""
     updated = program.update_values
-    output_set, clients = program.index.output_set, program.index.clients
+    output_set, clients = program.index.output_set, program.index.region_clients
     stack, seen = [node], {node}
     while stack:
         n = stack.pop()

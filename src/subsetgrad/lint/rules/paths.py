@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Collection, Hashable, Iterator, Sequence
-from dataclasses import dataclass
-from itertools import chain
+from collections.abc import Collection, Hashable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import count
 from typing import Any, ClassVar
 
 import numpy as np
@@ -108,9 +108,12 @@ def duplicated_lookup(program: Program, r: Rule) -> Iterator[Finding]:
     groups: dict[Hashable, list[Apply]] = {}
     for table in _trained_tables(program):
         for node in program.index.lookups_of(table):
-            if _symbolic_lookup(node) and built_by_user(node):
-                groups.setdefault(lookup_key(node), []).append(node)
-    for nodes in groups.values():
+            groups.setdefault(lookup_key(node), []).append(node)
+    for group in groups.values():
+        # Most lookups have no twin: read traces only for the ones that do.
+        if len(group) < 2:
+            continue
+        nodes = [n for n in group if _symbolic_lookup(n) and built_by_user(n)]
         if len(nodes) < 2:
             continue
         located = sorted(
@@ -186,11 +189,17 @@ class GradCall:
     cost: Variable
     wrt: Variable
     location: Location | None
+    # The gradient that carries this call in its tag (clones of it carry it too).
+    grad: Variable | None = None
+    # Order of creation: tagged gradients are listed in it, so findings do not vary by run.
+    seq: int = field(init=False)
 
     #: The calls still alive; none means no graph carries a tag, and none is searched for.
     live: ClassVar[weakref.WeakSet[GradCall]] = weakref.WeakSet()
+    _made: ClassVar[Iterator[int]] = count()
 
     def __post_init__(self) -> None:
+        self.seq = next(GradCall._made)
         GradCall.live.add(self)
 
     @property
@@ -209,20 +218,40 @@ def _instance_dict(obj: object) -> dict[str, Any]:
     return object.__getattribute__(obj, "__dict__")  # type: ignore[no-any-return]
 
 
+def _call_of(var: Variable) -> GradCall | None:
+    # Not `vars()` or `getattr`: a tag's class defines `__getattribute__` in Python.
+    call = _instance_dict(var.tag).get(GRAD_TAG)
+    return call if isinstance(call, GradCall) else None
+
+
+def tagged_in(variables: Iterable[Variable]) -> list[tuple[Variable, GradCall]]:
+    """The variables among `variables` whose tag carries a recorded gradient call.
+
+    For a graph cloned after the calls (a compiled function's), whose gradients
+    are copies of the tagged ones: `record()` runs it once per captured graph.
+    """
+    if not GradCall.live:
+        return []
+    found = [(v, call) for v in variables if (call := _call_of(v)) is not None]
+    return sorted(found, key=lambda pair: pair[1].seq)
+
+
 def tagged_grads(program: Program) -> list[tuple[Variable, GradCall]]:
     """The program's gradients that `record()` saw taken with respect to a lookup."""
     cached = program.extra.get("tagged_grads")
     if cached is None:
-        cached = program.extra["tagged_grads"] = []
-        if GradCall.live:
-            index = program.index
-            # Every variable the program reads or returns: an unread one cannot matter.
-            outputs = [o for o in index.outputs if o not in index.clients]
-            for var in chain(index.clients, outputs):
-                # Not `vars()`: a tag's class defines `__getattribute__` in Python.
-                call = _instance_dict(var.tag).get(GRAD_TAG)
-                if isinstance(call, GradCall) and call.table is not None:
-                    cached.append((var, call))
+        if program.grad_tags is not None:
+            found = program.grad_tags
+        else:
+            # The gradients as `grad` returned them: no walk over the graph's tags.
+            calls = sorted(GradCall.live, key=lambda call: call.seq)
+            found = [(c.grad, c) for c in calls if c.grad is not None and _call_of(c.grad) is c]
+        index = program.index
+        cached = program.extra["tagged_grads"] = [
+            (var, call)
+            for var, call in found
+            if call.table is not None and (var.owner in index.node_set or var in index.output_set)
+        ]
     return cached
 
 
