@@ -113,6 +113,14 @@ def _all_zero(data: Any) -> bool:
     return bool(np.all(values == 0))
 
 
+def tag_value(var: Variable, name: str) -> Any:
+    """``getattr(var.tag, name, None)``, without the tag class's `__getattribute__`.
+
+    PyTensor's tags define it in Python, which shows over a graph's variables.
+    """
+    return object.__getattribute__(var.tag, "__dict__").get(name)
+
+
 def is_bool_index(entry: slice | Variable) -> bool:
     # Not isinstance(entry, Variable): that is an ABC check, slow in a loop over a graph.
     return not isinstance(entry, slice) and entry.type.dtype == "bool"
@@ -265,6 +273,10 @@ class Scatter:
     def index(self) -> Index:
         return index_of(self.source)
 
+    @cached_property
+    def has_mask(self) -> bool:
+        return _has_mask(self.source)
+
 
 @dataclass(frozen=True)
 class Linear:
@@ -332,6 +344,11 @@ class GraphIndex:
     @cached_property
     def region_clients(self) -> Mapping[Variable, list[tuple[Apply, int]]]:
         return self.clients
+
+    @cached_property
+    def region_vars(self) -> set[Variable]:
+        """The variables `inc_region`'s nodes output."""
+        return {out for node in self.inc_region for out in node.outputs}
 
     @cached_property
     def node_set(self) -> set[Apply]:
@@ -447,6 +464,7 @@ class GraphIndex:
             _by_op_type=groups,
             node_set=entered,
             inc_region=region,
+            region_vars=region_vars,
             region_clients=region_clients,
         )
         return index
@@ -634,7 +652,8 @@ def _decompose_node(
         return None
     sparse: list[int] = []
     bcast = out.type.broadcastable
-    for i, x in enumerate(node.inputs):
+    inputs = node.inputs
+    for i, x in enumerate(inputs):
         if x in linear:
             # A scatter that the op broadcasts up no longer matches its indices.
             if x.type.broadcastable != bcast:
@@ -643,8 +662,26 @@ def _decompose_node(
     if not sparse:
         return None
 
-    scalar_op = op.scalar_op
-    parts = [dec.of(x) for x in node.inputs]
+    if kind == "mul" and len(sparse) == 1:
+        (s,) = sparse
+        factors = [x for i, x in enumerate(inputs) if i != s]
+        a = linear[inputs[s]]
+        if not _gatherable(factors, a.terms):
+            return None
+        dense = None if a.dense is None else Lazy(pt.mul, (a.dense, *factors))
+        terms = tuple([_scale(t, factors, pt.mul) for t in a.terms]) if values else a.terms
+        return Linear(dense, terms), sparse
+
+    if kind == "div" and sparse == [0]:
+        a = linear[inputs[0]]
+        divisor = inputs[1]
+        if not _gatherable([divisor], a.terms):
+            return None
+        dense = None if a.dense is None else Lazy(pt.true_div, (a.dense, divisor))
+        terms = tuple([_scale(t, [divisor], pt.true_div) for t in a.terms]) if values else a.terms
+        return Linear(dense, terms), sparse
+
+    parts = [dec.of(x) for x in inputs]
 
     if kind == "add":
         dense = _combine(pt.add, [p.dense for p in parts])
@@ -669,28 +706,9 @@ def _decompose_node(
 
     if kind == "cast":
         (a,) = parts
-        dtype = scalar_op.o_type.dtype
+        dtype = op.scalar_op.o_type.dtype
         dense = None if a.dense is None else Lazy(pt.cast, (a.dense, dtype))
         terms = tuple([_map(t, pt.cast, dtype) for t in a.terms]) if values else a.terms
-        return Linear(dense, terms), sparse
-
-    if kind == "mul" and len(sparse) == 1:
-        (s,) = sparse
-        factors = [x for i, x in enumerate(node.inputs) if i != s]
-        a = parts[s]
-        if not all([_gatherable(f, t) for f in factors for t in a.terms]):
-            return None
-        dense = None if a.dense is None else Lazy(pt.mul, (a.dense, *factors))
-        terms = tuple([_scale(t, factors, pt.mul) for t in a.terms]) if values else a.terms
-        return Linear(dense, terms), sparse
-
-    if kind == "div" and sparse == [0]:
-        a = parts[0]
-        divisor = node.inputs[1]
-        if not all([_gatherable(divisor, t) for t in a.terms]):
-            return None
-        dense = None if a.dense is None else Lazy(pt.true_div, (a.dense, divisor))
-        terms = tuple([_scale(t, [divisor], pt.true_div) for t in a.terms]) if values else a.terms
         return Linear(dense, terms), sparse
 
     return None
@@ -716,15 +734,15 @@ def _linear_kind(op_type: Any, scalar_type: Any) -> str | None:
     return next((k for cls, k in _LINEAR_SCALAR_OPS if issubclass(scalar_type, cls)), None)
 
 
-def _gatherable(factor: Variable, term: Scatter) -> bool:
-    """Whether `gather` can read `factor` at the term's positions without V x D work.
+def _gatherable(factors: Sequence[Variable], terms: Sequence[Scatter]) -> bool:
+    """Whether `gather` can read each factor at each term's positions without V x D work.
 
     A factor that varies along the axes of a boolean mask would need the mask's
     `nonzero` (which PyTensor's PyTorch backend lacks) or a full broadcast.
     """
-    if all(factor.type.broadcastable):
+    if all([all(f.type.broadcastable) for f in factors]):
         return True
-    return not _has_mask(term.source)
+    return not any([t.has_mask for t in terms])
 
 
 def _opt(fn: Callable[..., Variable], part: Expr | None) -> Expr | None:
@@ -804,12 +822,15 @@ def _gather_advanced(factor: Variable, index: Index, bcast: tuple[bool, ...]) ->
 # Updates at zero gradient
 # --------------------------------------------------------------------------- #
 def scatter_dependent(index: GraphIndex) -> set[Variable]:
-    """Every variable with a scatter into zeros among its ancestors (or that is one)."""
+    """Every variable with a scatter into zeros among its ancestors (or that is one).
+
+    The set may be the index's own: read it, do not change it.
+    """
     scatters = index.scatters
     region = index.inc_region
     if len(scatters) == len(index.incs):
         # Every increment is a scatter: everything downstream of one depends on one.
-        return {out for node in region for out in node.outputs}
+        return index.region_vars
     dependent: set[Variable] = set()
     for node in region:
         if node in scatters or any(i in dependent for i in node.inputs):

@@ -13,7 +13,7 @@ import pytensor
 from pytensor.graph.basic import Apply, Variable
 
 import subsetgrad
-from subsetgrad.graph import isa
+from subsetgrad.graph import isa, tag_value
 from subsetgrad.lint.findings import Location
 
 # Frames in these trees are never the user's line: PyTensor itself, subsetgrad
@@ -56,7 +56,7 @@ def built_by_user(var: Variable | Apply) -> bool:
     """
     candidates: Iterable[Variable] = var.outputs if isa(var, (Apply,)) else (var,)
     for v in candidates:
-        for summary in getattr(v.tag, "trace", None) or ():
+        for summary in tag_value(v, "trace") or ():
             for frame in reversed(summary):
                 if not _in_pytensor(frame[0]):
                     return is_user_file(frame[0])
@@ -105,7 +105,7 @@ def _user_frames(var: Variable | Apply | None, innermost_only: bool = False) -> 
         return []
     candidates: Iterable[Variable] = var.outputs if isa(var, (Apply,)) else (var,)
     for v in candidates:
-        trace = getattr(v.tag, "trace", None)
+        trace = tag_value(v, "trace")
         if not trace:
             continue
         # `trace` holds one or more stack summaries (merged by copy_stack_trace),

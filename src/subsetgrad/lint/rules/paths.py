@@ -24,6 +24,7 @@ from subsetgrad.graph import (
     isa,
     source_masks,
     table_key,
+    tag_value,
     token,
     writes_equal_at_repeats,
 )
@@ -214,13 +215,8 @@ GRAD_TAG = "subsetgrad_grad"
 NO_GRADIENT_OPS = {"Shape", "Shape_i", "DisconnectedGrad", "ZeroGrad", "UndefinedGrad"}
 
 
-def _instance_dict(obj: object) -> dict[str, Any]:
-    return object.__getattribute__(obj, "__dict__")  # type: ignore[no-any-return]
-
-
 def _call_of(var: Variable) -> GradCall | None:
-    # Not `vars()` or `getattr`: a tag's class defines `__getattribute__` in Python.
-    call = _instance_dict(var.tag).get(GRAD_TAG)
+    call = tag_value(var, GRAD_TAG)
     return call if isinstance(call, GradCall) else None
 
 
