@@ -949,12 +949,33 @@ def row_local(var: Variable, like: Variable) -> bool:
     if node is None or var.type.broadcastable != like.type.broadcastable:
         return False
     op = node.op
-    if isa(op, (Elemwise,)):
-        return True
-    if isa(op, (DimShuffle,)):
+    role = _ROLES.get(type(op))
+    if role is None:
+        role = _role(op)
+    if role is _DIMSHUFFLE:
         kept = [d for d in op.new_order if d != "x"]
         return kept == sorted(kept)
-    return False
+    return role is _ELEMWISE
+
+
+# What `row_local` and `_algebra_key` need to know of an op, by its class (a
+# dict lookup: `isinstance` against PyTensor's ABCs is slow in these walks).
+_ELEMWISE, _DIMSHUFFLE, _OTHER = "elemwise", "dimshuffle", "other"
+_ROLES: dict[type, str] = {}
+
+
+def _role(op: Any) -> str:
+    op_type = type(op)
+    role = _ROLES.get(op_type)
+    if role is None:
+        if issubclass(op_type, Elemwise):
+            role = _ELEMWISE
+        elif issubclass(op_type, DimShuffle):
+            role = _DIMSHUFFLE
+        else:
+            role = _OTHER
+        _ROLES[op_type] = role
+    return role
 
 
 def scatters_behind(
@@ -1059,8 +1080,6 @@ def token(obj: Any) -> int:
     return hit[0]
 
 
-# Ops the simplifier sees through: expanded in keys even off the scatters' paths.
-_SEE_THROUGH = (Elemwise, DimShuffle)
 _NAME_NEXT = object()
 
 
@@ -1118,7 +1137,7 @@ def _algebra_key(
             node is None
             or var is state
             or var in scatters
-            or (var not in dependent and not isa(node.op, _SEE_THROUGH))
+            or (var not in dependent and _role(node.op) is _OTHER)
         ):
             names[var] = _leaf_name(var, state, scatters, len(names))
             continue

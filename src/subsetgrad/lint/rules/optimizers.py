@@ -11,6 +11,7 @@ from pytensor.graph.basic import Apply, Variable
 from subsetgrad.graph import (
     describe,
     identity_at_zero,
+    isa,
     same_table,
     scatters_behind,
     shape_of,
@@ -138,7 +139,7 @@ def _state_updates(program: Program) -> Iterator[StateUpdate]:
     sized: dict[Apply, Variable | None] = {}
     looked_up: set[int] = set()
     for state, value in program.updates:
-        if not isinstance(state, SharedVariable):
+        if not isa(state, (SharedVariable,)):
             continue
         if dependent is None:
             dependent = program.scatter_dependent
