@@ -14,6 +14,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
+from pytensor.graph.replace import clone_replace
 
 import subsetgrad
 from subsetgrad.graph import GraphIndex
@@ -97,6 +98,23 @@ def test_record_sees_grad_imported_before_the_block(monkeypatch: pytest.MonkeyPa
     assert len(rec.grad_calls) == 1
     assert "SG202" in {f.code for f in rec.findings()}
     assert user_module.grad is pytensor.gradient.grad  # restored
+
+
+def test_recorded_gradients_are_found_in_clones_of_the_graph() -> None:
+    """SG202 finds a recorded gradient as `grad` returned it, and its copies in a cloned graph."""
+    W = pytensor.shared(np.ones((50, 3)), name="W")
+    idx = pt.lvector("idx")
+    with subsetgrad.record() as rec:
+        rows = W[idx]
+        cost = (rows**2).sum() + (W**2).sum()
+        new_W = pt.inc_subtensor(rows, -pytensor.grad(cost, rows))
+        pytensor.function([idx], [], updates={W: new_W}, mode="FAST_COMPILE")
+    (copy,) = clone_replace([new_W], replace={})
+    assert copy is not new_W
+    for updates in ({W: new_W}, {W: copy}):
+        assert [f.code for f in subsetgrad.check([], updates)] == ["SG202"]
+    # The compiled function's graph is a clone too, found when it was captured.
+    assert [f.code for f in rec.findings()] == ["SG202"]
 
 
 def test_record_restores_pytensor_state() -> None:

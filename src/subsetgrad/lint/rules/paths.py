@@ -5,7 +5,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Collection, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import count
+from itertools import chain, count
 from typing import Any, ClassVar
 
 import numpy as np
@@ -236,17 +236,30 @@ def tagged_grads(program: Program) -> list[tuple[Variable, GradCall]]:
     """The program's gradients that `record()` saw taken with respect to a lookup."""
     cached = program.extra.get("tagged_grads")
     if cached is None:
+        index = program.index
+
+        def here(var: Variable) -> bool:
+            return var.owner in index.node_set or var in index.output_set
+
         if program.grad_tags is not None:
             found = program.grad_tags
+        elif not GradCall.live:
+            found = []
         else:
             # The gradients as `grad` returned them: no walk over the graph's tags.
             calls = sorted(GradCall.live, key=lambda call: call.seq)
-            found = [(c.grad, c) for c in calls if c.grad is not None and _call_of(c.grad) is c]
-        index = program.index
+            found = [
+                (c.grad, c)
+                for c in calls
+                if c.grad is not None and _call_of(c.grad) is c and here(c.grad)
+            ]
+            if not found:
+                # None is here, but a clone of the graph (`clone_replace`) holds copies,
+                # which carry the tags: read every variable's.
+                roots = [o for o in index.outputs if o.owner is None]
+                found = tagged_in(chain((o for n in index.nodes for o in n.outputs), roots))
         cached = program.extra["tagged_grads"] = [
-            (var, call)
-            for var, call in found
-            if call.table is not None and (var.owner in index.node_set or var in index.output_set)
+            (var, call) for var, call in found if call.table is not None and here(var)
         ]
     return cached
 
