@@ -367,6 +367,13 @@ class GraphIndex:
             n for t, group in self._by_op_type.items() if _subclass(t, op_classes) for n in group
         ]
 
+    def nodes_running(self, ops: Iterable[Any]) -> list[Apply]:
+        """Nodes whose op is one of `ops` itself, not an equal one (a clone shares its op)."""
+        ids = {id(op): type(op) for op in ops}
+        return [
+            n for t in set(ids.values()) for n in self._by_op_type.get(t, ()) if id(n.op) in ids
+        ]
+
     @cached_property
     def _lookups(self) -> dict[int, list[Apply]]:
         groups: dict[int, list[Apply]] = {}

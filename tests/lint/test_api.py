@@ -102,6 +102,9 @@ def test_record_sees_grad_imported_before_the_block(monkeypatch: pytest.MonkeyPa
 
 def test_recorded_gradients_are_found_in_clones_of_the_graph() -> None:
     """SG202 finds a recorded gradient as `grad` returned it, and its copies in a cloned graph."""
+    from subsetgrad.lint.program import Program
+    from subsetgrad.lint.rules import paths
+
     W = pytensor.shared(np.ones((50, 3)), name="W")
     idx = pt.lvector("idx")
     with subsetgrad.record() as rec:
@@ -113,6 +116,9 @@ def test_recorded_gradients_are_found_in_clones_of_the_graph() -> None:
     assert copy is not new_W
     for updates in ({W: new_W}, {W: copy}):
         assert [f.code for f in subsetgrad.check([], updates)] == ["SG202"]
+    # The original gradient logged beside an update from its copy: the copy is still found.
+    (g,) = [g for g, _ in paths.tagged_grads(Program.from_symbolic([], {W: new_W}))]
+    assert "SG202" in {f.code for f in subsetgrad.check([g.norm(2)], {W: copy})}
     # The compiled function's graph is a clone too, found when it was captured.
     assert [f.code for f in rec.findings()] == ["SG202"]
 

@@ -30,9 +30,6 @@ class Program:
     # None: unknown (a symbolic graph checked without a mode).
     rewrite_active: bool | None = None
     label: str = "function"
-    # A cloned graph's tagged gradients, found when it was captured (`rules.paths.tagged_in`);
-    # None: look them up from the calls `record()` saw.
-    grad_tags: list[tuple[Variable, Any]] | None = None
     # The rules' caches.
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -22,7 +22,7 @@ from subsetgrad.graph import is_lookup
 from subsetgrad.lint.engine import analyse_all
 from subsetgrad.lint.findings import Finding, Location
 from subsetgrad.lint.program import Program
-from subsetgrad.lint.rules.paths import GRAD_TAG, GradCall, tagged_in
+from subsetgrad.lint.rules.paths import GRAD_TAG, GradCall
 from subsetgrad.lint.source import absolute, is_user_file
 from subsetgrad.rewrite.subset_update import applied_to
 
@@ -71,8 +71,6 @@ class _Capture(GraphRewriter):  # type: ignore[misc]
         snapshot = fgraph.clone()
         snapshot.update_mapping = dict(mapping)
         program = Program.from_fgraph(snapshot)
-        # The clone's gradients are copies of the ones `grad` returned: find them now.
-        program.grad_tags = tagged_in(snapshot.variables)
         _pending[fgraph] = program
         for rec in _active:
             rec._captured.append((program, weakref.ref(fgraph)))

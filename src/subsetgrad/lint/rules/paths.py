@@ -220,46 +220,30 @@ def _call_of(var: Variable) -> GradCall | None:
     return call if isinstance(call, GradCall) else None
 
 
-def tagged_in(variables: Iterable[Variable]) -> list[tuple[Variable, GradCall]]:
-    """The variables among `variables` whose tag carries a recorded gradient call.
-
-    For a graph cloned after the calls (a compiled function's), whose gradients
-    are copies of the tagged ones: `record()` runs it once per captured graph.
-    """
-    if not GradCall.live:
-        return []
-    found = [(v, call) for v in variables if (call := _call_of(v)) is not None]
-    return sorted(found, key=lambda pair: pair[1].seq)
-
-
 def tagged_grads(program: Program) -> list[tuple[Variable, GradCall]]:
-    """The program's gradients that `record()` saw taken with respect to a lookup."""
+    """The program's gradients that `record()` saw taken with respect to a lookup.
+
+    A gradient is found with its copies (a compiled function's graph, or a
+    `clone_replace`, is a clone, and a clone keeps the tags): their nodes run
+    the same op object as the gradient `grad` returned, so only those nodes'
+    tags are read, not every variable's.
+    """
     cached = program.extra.get("tagged_grads")
     if cached is None:
         index = program.index
-
-        def here(var: Variable) -> bool:
-            return var.owner in index.node_set or var in index.output_set
-
-        if program.grad_tags is not None:
-            found = program.grad_tags
-        elif not GradCall.live:
-            found = []
-        else:
-            # The gradients as `grad` returned them: no walk over the graph's tags.
-            calls = sorted(GradCall.live, key=lambda call: call.seq)
-            found = [
-                (c.grad, c)
-                for c in calls
-                if c.grad is not None and _call_of(c.grad) is c and here(c.grad)
-            ]
-            if not found:
-                # None is here, but a clone of the graph (`clone_replace`) holds copies,
-                # which carry the tags: read every variable's.
-                roots = [o for o in index.outputs if o.owner is None]
-                found = tagged_in(chain((o for n in index.nodes for o in n.outputs), roots))
+        found: list[tuple[Variable, GradCall]] = []
+        calls = list(GradCall.live)
+        if calls:
+            ops = [c.grad.owner.op for c in calls if c.grad is not None and c.grad.owner]
+            nodes: Iterable[Apply] = index.nodes
+            if len(ops) == len(calls):
+                nodes = index.nodes_running(ops)
+            roots = [o for o in index.outputs if o.owner is None]
+            variables = chain((o for n in nodes for o in n.outputs), roots)
+            found = [(v, call) for v in variables if (call := _call_of(v)) is not None]
+        found.sort(key=lambda pair: pair[1].seq)
         cached = program.extra["tagged_grads"] = [
-            (var, call) for var, call in found if call.table is not None and here(var)
+            (var, call) for var, call in found if call.table is not None
         ]
     return cached
 
