@@ -22,6 +22,7 @@ from subsetgrad.graph import (
     is_bool_index,
     is_zero,
     scatter_dependent,
+    source_masks,
 )
 
 
@@ -97,6 +98,39 @@ def test_inc_region_is_topological() -> None:
     position = {node: k for k, node in enumerate(region)}
     for node in region:
         assert all(position[i.owner] < position[node] for i in node.inputs if i.owner in position)
+
+
+def test_index_pass_orders_the_graph_and_gathers_the_region_uses() -> None:
+    """One pass gives every node after its inputs, and the region variables' full uses."""
+    outs = _graph_with_a_dense_increment()
+    index = GraphIndex.from_outputs(outs)
+    position = {node: k for k, node in enumerate(index.nodes)}
+    assert len(position) == len(index.nodes)
+    for node in index.nodes:
+        assert all(position[i.owner] < position[node] for i in node.inputs if i.owner)
+    # Every use of a region variable, as the uses of the whole graph list them.
+    assert index.region_vars == {o for n in index.inc_region for o in n.outputs}
+    for var in index.region_vars:
+        assert index.region_clients.get(var, []) == index.clients.get(var, [])
+    every_use: dict[Variable, set[tuple[Apply, int]]] = {}
+    for var in ancestors(outs):
+        if var.owner is not None:
+            for j, i in enumerate(var.owner.inputs):
+                every_use.setdefault(i, set()).add((var.owner, j))
+    assert {v: set(uses) for v, uses in index.clients.items()} == every_use
+
+
+def test_source_masks_agree_with_the_ancestors() -> None:
+    outs = _graph_with_a_dense_increment()
+    index = GraphIndex.from_outputs(outs)
+    inputs = [v for n in index.nodes for v in n.inputs if v.owner is None and v.ndim == 1]
+    # A node's output and a graph input (no owner) among the sources.
+    sources = {index.incs[0].outputs[0]: 1, inputs[0]: 2}
+    masks = source_masks(sources, index)
+    for var in {v for n in index.nodes for v in (*n.inputs, *n.outputs)}:
+        seen = set(ancestors([var]))
+        expected = sum(bit for s, bit in sources.items() if s in seen)
+        assert masks.get(var, 0) == expected, var
 
 
 def test_scatter_dependent_leaves_out_dense_increments() -> None:

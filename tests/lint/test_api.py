@@ -119,7 +119,7 @@ def test_recorded_gradients_are_found_in_clones_of_the_graph() -> None:
     # The original gradient logged beside an update from its copy: the copy is still found.
     (g,) = [g for g, _ in paths.tagged_grads(Program.from_symbolic([], {W: new_W}))]
     assert "SG202" in {f.code for f in subsetgrad.check([g.norm(2)], {W: copy})}
-    # The compiled function's graph is a clone too, found when it was captured.
+    # The compiled function's graph is a clone too: its copy runs the same op.
     assert [f.code for f in rec.findings()] == ["SG202"]
 
 
