@@ -13,7 +13,6 @@ decomposition to say which updates are dense and why.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property
@@ -422,11 +421,12 @@ class GraphIndex:
         False it leaves out the uses of the graph's inputs (constants, tables).
         """
         nodes: list[Apply] = []
-        groups: defaultdict[type, list[Apply]] = defaultdict(list)
+        groups: dict[type, list[Apply]] = {}
+        # Per op class: its group, and whether it is an increment (starts the region).
+        kinds: dict[Any, tuple[list[Apply], bool]] = {}
         region: list[Apply] = []
         region_vars: set[Variable] = set()
         region_clients: dict[Variable, list[tuple[Apply, int]]] = {}
-        starts_region: dict[Any, bool] = {}
         # A node under `_FINISH` on the stack is placed once the nodes above it are.
         stack: list[Any] = [o.owner for o in reversed(outputs) if o.owner is not None]
         entered: set[Apply] = set()
@@ -438,10 +438,12 @@ class GraphIndex:
                 node = pop()
                 place(node)
                 op_type: Any = type(node.op)
-                groups[op_type].append(node)
-                inc = starts_region.get(op_type)
-                if inc is None:
-                    inc = starts_region[op_type] = _subclass(op_type, INC_OPS)
+                kind = kinds.get(op_type)
+                if kind is None:
+                    group = groups[op_type] = []
+                    kind = kinds[op_type] = group, _subclass(op_type, INC_OPS)
+                group, inc = kind
+                group.append(node)
                 inputs = node.inputs
                 if inc or not region_vars.isdisjoint(inputs):
                     region.append(node)
@@ -494,12 +496,13 @@ class Decomposition:
         absorbed = self.absorbed
         uses: list[tuple[Apply | None, int]] = []
         as_output = False
-        for c, i in index.region_clients.get(var, ()):
+        for use in index.region_clients.get(var, ()):
+            c, i = use
             if isinstance(c, Apply):
-                if (c, i) in absorbed:
+                if use in absorbed:
                     continue
                 if not _is_output_node(c):
-                    uses.append((c, i))
+                    uses.append(use)
                     continue
             uses.append((None, i))
             as_output = True
@@ -527,7 +530,8 @@ class Decomposition:
             if lin.dense is None:
                 chain.append(v)
             for i, inp in enumerate(owner.inputs):
-                if (owner, i) in absorbed and inp not in seen:
+                # Only a decomposed input can have been folded in.
+                if inp in linear and inp not in seen and (owner, i) in absorbed:
                     seen.add(inp)
                     stack.append(inp)
         return chain
@@ -557,10 +561,11 @@ def decompose_graph(index: GraphIndex, *, values: bool = True) -> Decomposition:
     dec = Decomposition()
     zero_based = index.zero_based
     linear, absorbed = dec.linear, dec.absorbed
+    incs, decomposed = set(index.incs), linear.keys()
     for node in index.inc_region:
         # Cheapest test first: most nodes in the region read no decomposed input.
-        inc = is_inc(node)
-        if not inc and linear.keys().isdisjoint(node.inputs):
+        inc = node in incs
+        if not inc and decomposed.isdisjoint(node.inputs):
             continue
         result = _decompose_node(node, dec, inc, node in zero_based, values)
         if result is not None:
