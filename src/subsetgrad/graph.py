@@ -1105,7 +1105,7 @@ def _leaf_name(var: Variable, state: Variable, scatters: set[Variable], order: i
         data = var.data
         if type(data) is not np.ndarray:
             data = np.asarray(data)
-        return ("const", token(data.dtype), data.shape, data.tobytes())
+        return ("const", data.dtype.str, data.shape, data.tobytes())
     return ("leaf", token(var.type), order)
 
 
@@ -1139,7 +1139,7 @@ def _algebra_key(
             var = pop()
             if var not in names:
                 node = var.owner
-                names[var] = ("node", len(parts))
+                names[var] = len(parts)  # a node by position; leaves' names are not ints
                 parts.append((token(node.op), var.index, tuple([names[i] for i in node.inputs])))
             continue
         if var in names:
