@@ -1202,9 +1202,13 @@ def shape_of(var: Variable) -> tuple[int, ...] | None:
 
 
 def describe(var: Variable) -> str:
-    """```W` (200000x64 float32)`` or ```W` (float32 matrix)``."""
-    name = var.name or "<unnamed table>"
+    """```W` (200000x64 float32)`` or ```W` (2-d float32)``."""
+    return f"`{var.name or '<unnamed table>'}` {shape_text(var)}"
+
+
+def shape_text(var: Variable) -> str:
+    """``(200000x64 float32)``, or ``(2-d float32)`` when the shape is not known."""
     shape = shape_of(var)
     dtype = getattr(var.type, "dtype", "?")
     dims = "x".join(map(str, shape)) if shape else f"{var.type.ndim}-d"
-    return f"`{name}` ({dims} {dtype})"
+    return f"({dims} {dtype})"

@@ -181,6 +181,23 @@ def test_state_of_two_tables_names_the_same_table_every_time() -> None:
     assert len({named() for _ in range(8)}) == 1
 
 
+def test_unnamed_states_of_one_table_are_reported_apart() -> None:
+    """PyMC's Adam makes two unnamed states per table: one SG301 finding each, told apart."""
+    pm_updates = pytest.importorskip("pymc.variational.updates")
+    W = pytensor.shared(np.ones((50, 4)), name="W")
+    E = pytensor.shared(np.ones((50, 4)), name="E")
+    idx = pt.lvector("idx")
+    updates = pm_updates.adam((W[idx] ** 2).sum(), [W], learning_rate=0.01)
+    updates.update(pm_updates.rmsprop((E[idx] ** 2).sum(), [E], learning_rate=0.01))
+    messages = [f.message for f in subsetgrad.check([], updates, select=["SG301"])]
+    assert [m.split(" follows")[0] for m in messages] == [
+        "unnamed optimizer state 1 of 2 (50x4 float64)",
+        "unnamed optimizer state 2 of 2 (50x4 float64)",
+        "unnamed optimizer state (50x4 float64)",
+    ]
+    assert ["`W`" in m for m in messages] == [True, True, False]
+
+
 def test_an_output_given_twice_is_one_expression() -> None:
     """A lookup returned twice (or also used as an update) is indexed once: no SG201 with itself."""
     W = pytensor.shared(np.ones((50, 4)), name="W")

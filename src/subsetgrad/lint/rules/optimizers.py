@@ -15,6 +15,7 @@ from subsetgrad.graph import (
     same_table,
     scatters_behind,
     shape_of,
+    shape_text,
     table_key,
 )
 from subsetgrad.lint.findings import Finding
@@ -102,12 +103,22 @@ def optimizer_state_decay(program: Program, r: Rule) -> Iterator[Finding]:
     state unchanged (SGD, adagrad), since only then are the numbers the same.
     For a decaying state, `subsetgrad.sparse_updates` chooses the semantics.
     """
-    for update in state_updates(program):
-        if not update.decays:
-            continue
+    decaying = [u for u in state_updates(program) if u.decays]
+    # Unnamed states (PyMC's Adam makes two per table) are told apart by their order.
+    unnamed: dict[int, list[Variable]] = {}
+    for update in decaying:
+        if not update.state.name:
+            unnamed.setdefault(table_key(update.tables[0]), []).append(update.state)
+    for update in decaying:
         state, table = update.state, update.tables[0]
+        if state.name:
+            name = f"optimizer state {describe(state)}"
+        else:
+            peers = unnamed[table_key(table)]
+            rank = f" {peers.index(state) + 1} of {len(peers)}" if len(peers) > 1 else ""
+            name = f"unnamed optimizer state{rank} {shape_text(state)}"
         yield r.finding(
-            f"optimizer state {describe(state)} follows the dense scatter gradient of "
+            f"{name} follows the dense scatter gradient of "
             f"{describe(table)} and changes where that gradient is zero: it decays or moves "
             f"on every row outside the batch (~{megabytes(table_bytes(state))} per step).",
             first_location(update.value, state),
