@@ -120,8 +120,8 @@ def measure(family: str, n_tables: int, repeats: int) -> dict[str, Any]:
         findings = len(subsetgrad.check(outputs, updates, mode="NUMBA"))
         times.append(time.perf_counter() - start)
         gc.collect()
-        # Without the collector: its passes over the graph (over a million objects)
-        # would make the reference measure the heap rather than the machine.
+        # Without the collector, whose passes over the graph's million objects
+        # would be counted as the machine's speed.
         gc.disable()
         try:
             refs.append(reference())
