@@ -109,14 +109,16 @@ def optimizer_state_decay(program: Program, r: Rule) -> Iterator[Finding]:
     for update in decaying:
         if not update.state.name:
             unnamed.setdefault(table_key(update.tables[0]), []).append(update.state)
+    rank: dict[Variable, str] = {}
+    for peers in unnamed.values():
+        for k, peer in enumerate(peers, start=1):
+            rank[peer] = f" {k} of {len(peers)}" if len(peers) > 1 else ""
     for update in decaying:
         state, table = update.state, update.tables[0]
         if state.name:
             name = f"optimizer state {describe(state)}"
         else:
-            peers = unnamed[table_key(table)]
-            rank = f" {peers.index(state) + 1} of {len(peers)}" if len(peers) > 1 else ""
-            name = f"unnamed optimizer state{rank} {shape_text(state)}"
+            name = f"unnamed optimizer state{rank[state]} {shape_text(state)}"
         yield r.finding(
             f"{name} follows the dense scatter gradient of "
             f"{describe(table)} and changes where that gradient is zero: it decays or moves "
