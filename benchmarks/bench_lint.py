@@ -15,8 +15,7 @@ Target: under 1 s at 100k nodes, and time linear in the number of nodes.
 
 Each check is followed by a fixed pure-Python workload (dict, set and list
 work, like the lint's), the machine reference. A busy machine slows both
-together, so their ratio tells a slow machine from a slow lint. The reference
-runs with the cyclic collector paused, as the lint's analysis does.
+together, so their ratio tells a slow machine from a slow lint.
 """
 
 from __future__ import annotations
@@ -120,13 +119,7 @@ def measure(family: str, n_tables: int, repeats: int) -> dict[str, Any]:
         findings = len(subsetgrad.check(outputs, updates, mode="NUMBA"))
         times.append(time.perf_counter() - start)
         gc.collect()
-        # Without the collector, whose passes over the graph's million objects
-        # would be counted as the machine's speed.
-        gc.disable()
-        try:
-            refs.append(reference())
-        finally:
-            gc.enable()
+        refs.append(reference())
     return {
         "graph": family,
         "tables": n_tables,

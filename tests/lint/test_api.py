@@ -198,6 +198,18 @@ def test_unnamed_states_of_one_table_are_reported_apart() -> None:
     assert ["`W`" in m for m in messages] == [True, True, False]
 
 
+def test_unnamed_states_of_unnamed_tables_are_reported_apart() -> None:
+    """Two unnamed tables' four Adam states: four findings, none merged by an equal message."""
+    pm_updates = pytest.importorskip("pymc.variational.updates")
+    idx = pt.lvector("idx")
+    A, B = (pytensor.shared(np.ones((50, 4))) for _ in range(2))
+    updates = pm_updates.adam((A[idx] ** 2).sum() + (B[idx] ** 3).sum(), [A, B], 0.01)
+    messages = [f.message for f in subsetgrad.check([], updates, select=["SG301"])]
+    assert sorted(m.split(" follows")[0] for m in messages) == [
+        f"unnamed optimizer state {k} of 4 (50x4 float64)" for k in range(1, 5)
+    ]
+
+
 def test_an_output_given_twice_is_one_expression() -> None:
     """A lookup returned twice (or also used as an update) is indexed once: no SG201 with itself."""
     W = pytensor.shared(np.ones((50, 4)), name="W")

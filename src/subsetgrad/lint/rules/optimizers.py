@@ -104,11 +104,13 @@ def optimizer_state_decay(program: Program, r: Rule) -> Iterator[Finding]:
     For a decaying state, `subsetgrad.sparse_updates` chooses the semantics.
     """
     decaying = [u for u in state_updates(program) if u.decays]
-    # Unnamed states (PyMC's Adam makes two per table) are told apart by their order.
-    unnamed: dict[int, list[Variable]] = {}
+    # Unnamed states (PyMC's Adam makes two per table) are told apart by their order
+    # among those that would otherwise get the same message (unnamed tables too).
+    unnamed: dict[tuple[str, str], list[Variable]] = {}
     for update in decaying:
         if not update.state.name:
-            unnamed.setdefault(table_key(update.tables[0]), []).append(update.state)
+            key = (shape_text(update.state), describe(update.tables[0]))
+            unnamed.setdefault(key, []).append(update.state)
     rank: dict[Variable, str] = {}
     for peers in unnamed.values():
         for k, peer in enumerate(peers, start=1):
