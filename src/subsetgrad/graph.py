@@ -497,15 +497,13 @@ class Decomposition:
         uses: list[tuple[Apply | None, int]] = []
         as_output = False
         for use in index.region_clients.get(var, ()):
-            c, i = use
-            if isinstance(c, Apply):
-                if use in absorbed:
-                    continue
-                if not _is_output_node(c):
-                    uses.append(use)
-                    continue
-            uses.append((None, i))
-            as_output = True
+            if use in absorbed:
+                continue
+            if _is_output_node(use[0]):
+                uses.append((None, use[1]))
+                as_output = True
+            else:
+                uses.append(use)
         if not as_output and var in index.output_set:
             uses.append((None, index.outputs.index(var)))
         return uses
@@ -540,7 +538,7 @@ class Decomposition:
 def _already_increments(var: Variable, lin: Linear) -> bool:
     """`var` is literally ``dense[i1].inc(v1)[i2].inc(v2)...``: nothing left to move."""
     chain = set()
-    while var.owner is not None and isinstance(var.owner.op, INC_OPS):
+    while var.owner is not None and is_inc(var.owner):
         chain.add(var.owner)
         var = var.owner.inputs[0]
     return var is lin.dense and all(t.source in chain for t in lin.terms)
@@ -866,7 +864,10 @@ def source_masks(sources: Mapping[Variable, int], index: GraphIndex) -> dict[Var
     first = 0
     if None not in starts:
         first = next((k for k, node in enumerate(nodes) if node in starts), len(nodes))
+    masked = masks.keys()
     for node in islice(nodes, first, None):
+        if masked.isdisjoint(node.inputs) and node not in starts:
+            continue  # most nodes: one test in C instead of a loop over inputs and outputs
         # Masks can be thousands of bits wide: OR only when there is a new bit to add.
         mask = 0
         for i in node.inputs:

@@ -16,6 +16,7 @@ from subsetgrad.graph import (
     Decomposition,
     GraphIndex,
     decompose_graph,
+    isa,
     scatter_dependent,
     shape_of,
 )
@@ -75,7 +76,7 @@ class Program:
             outs = list(outputs)
         pairs = list(updates.items() if isinstance(updates, Mapping) else updates or [])
         for table, value in pairs:
-            if not isinstance(table, Variable) or not isinstance(value, Variable):
+            if not isa(table, (Variable,)) or not isa(value, (Variable,)):
                 raise TypeError(f"updates must pair variables, got {table!r}: {value!r}")
         return cls(outs, pairs, rewrite_active)
 
