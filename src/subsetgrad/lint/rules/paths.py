@@ -5,7 +5,6 @@ from __future__ import annotations
 import weakref
 from collections.abc import Collection, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from itertools import chain, count
 from typing import Any, ClassVar
 
@@ -204,7 +203,7 @@ class GradCall:
         self.seq = next(GradCall._made)
         GradCall.live.add(self)
 
-    @cached_property
+    @property
     def table(self) -> Variable | None:
         owner = self.wrt.owner
         if owner is not None and isinstance(owner.op, LOOKUP_OPS):
