@@ -866,8 +866,10 @@ def source_masks(sources: Mapping[Variable, int], index: GraphIndex) -> dict[Var
         first = next((k for k, node in enumerate(nodes) if node in starts), len(nodes))
     masked = masks.keys()
     for node in islice(nodes, first, None):
-        if masked.isdisjoint(node.inputs) and node not in starts:
-            continue  # most nodes: one test in C instead of a loop over inputs and outputs
+        if masked.isdisjoint(node.inputs):
+            # Most nodes: one test in C. With no masked input the loops below change
+            # nothing (a source's own mask is in `masks` from the start).
+            continue
         # Masks can be thousands of bits wide: OR only when there is a new bit to add.
         mask = 0
         for i in node.inputs:
