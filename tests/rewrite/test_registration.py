@@ -13,7 +13,7 @@ import pytest
 from pytensor.compile.mode import Mode, get_mode, optdb
 
 import subsetgrad
-from subsetgrad.rewrite import _REWRITES, TAG
+from subsetgrad.rewrite import _REWRITES, TAG, rewrite_active
 
 
 def compile_sgd(mode: Mode) -> None:
@@ -31,6 +31,26 @@ def test_including_turns_it_on_and_excluding_off(name: str) -> None:
     subsetgrad.counters.clear()
     compile_sgd(get_mode(name).including(TAG).excluding(TAG))
     assert subsetgrad.counters["subset_update"] == 0
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [
+        get_mode("NUMBA"),
+        get_mode("NUMBA").including(TAG),
+        get_mode("CVM").including(TAG),
+        get_mode("FAST_COMPILE").including(TAG),
+        get_mode("NUMBA").including(TAG).excluding("shape_unsafe"),
+        get_mode("NUMBA").including(TAG).excluding("subsetgrad_subset_update"),
+        get_mode("NUMBA").including(TAG).excluding("fusion"),
+    ],
+    ids=["numba", "on", "cvm", "fast-compile", "shape-unsafe-off", "off-by-name", "other-off"],
+)
+def test_rewrite_active_agrees_with_compiling(mode: Mode) -> None:
+    """What the lint says of a mode is what compiling with it does."""
+    subsetgrad.counters.clear()
+    compile_sgd(mode)
+    assert rewrite_active(mode) is (subsetgrad.counters["subset_update"] == 1)
 
 
 def test_off_by_default() -> None:

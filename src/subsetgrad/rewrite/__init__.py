@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+
+from pytensor import config
 from pytensor.compile.mode import Mode, get_mode, optdb
 
 from subsetgrad.rewrite.sparse_state import SparseState
@@ -48,9 +50,24 @@ def rewrite_active(m: str | Mode | None = None) -> bool:
     query = get_mode(m).provided_optimizer
     if isinstance(query, str):
         query = predefined_optimizers.get(query)
-    include = getattr(query, "include", ())
-    exclude = getattr(query, "exclude", ())
-    return TAG in include and TAG not in exclude
+    if not hasattr(query, "include"):
+        return False
+    # optdb's own selection, for our entry: any include, every require, no exclude
+    # (each a tag or a name, so `.excluding("shape_unsafe")` turns it off too), and
+    # a position before the query's cutoff.
+    rewriter, position = _REWRITES["subsetgrad_subset_update"]
+    db = optdb.__db__
+
+    def tagged(tag: str) -> bool:
+        return rewriter in db.get(tag, ())
+
+    cutoff = query.position_cutoff or config.optdb__position_cutoff
+    return (
+        any(map(tagged, query.include))
+        and all(map(tagged, query.require))
+        and not any(map(tagged, query.exclude))
+        and position < cutoff
+    )
 
 
 __all__ = [
