@@ -13,6 +13,7 @@ from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Apply, Constant, Variable
 from pytensor.tensor.basic import ScalarFromTensor
 from pytensor.tensor.subtensor import AdvancedIncSubtensor, AdvancedSubtensor
+from pytensor.tensor.type import discrete_dtypes
 
 from subsetgrad.graph import (
     LOOKUP_OPS,
@@ -213,6 +214,7 @@ class GradCall:
 
 GRAD_TAG = "subsetgrad_grad"
 NO_GRADIENT_OPS = {"Shape", "Shape_i", "DisconnectedGrad", "ZeroGrad", "UndefinedGrad"}
+DISCRETE_DTYPES = frozenset(discrete_dtypes)
 
 
 def _call_of(var: Variable) -> GradCall | None:
@@ -253,8 +255,8 @@ def _table_readers(
 ) -> dict[Hashable, list[Apply]]:
     """The nodes through which `cost` reads each of `tables`, in one walk up from it.
 
-    The walk does not pass through the `stops`, nor through shapes and
-    gradient blocks: no gradient flows through them to a table.
+    The walk does not pass through the `stops`, nor through shapes, gradient
+    blocks and integer or boolean values: no gradient flows through them to a table.
     """
     readers: dict[Hashable, dict[Apply, None]] = {}
     if cost.owner is None:
@@ -266,6 +268,8 @@ def _table_readers(
         if node in stops or type(node.op).__name__ in NO_GRADIENT_OPS:
             continue
         for i in node.inputs:
+            if getattr(i.type, "dtype", None) in DISCRETE_DTYPES:
+                continue  # integers and booleans (argmax, a comparison) carry no gradient
             owner = i.owner
             # Only a shared table has a container that its clones share.
             key = id(i) if owner is not None else table_key(i)
