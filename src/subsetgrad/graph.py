@@ -995,14 +995,19 @@ def _role(op: Any) -> str:
 
 def scatters_behind(
     value: Variable, dependent: set[Variable], scatters: frozenset[Apply], like: Variable
-) -> list[Apply]:
+) -> tuple[list[Apply], bool]:
     """The scatter-into-zeros nodes `value` reads row by row, without walking past them.
 
     Only row-local ops (and an increment's base) are followed, so a state is not
     said to follow another table's gradient through a global norm, and the walk
     stays within the state's own algebra.
+
+    Also returns whether a scatter is summed with a dense, table-shaped term that
+    does not read `like` (the state): the gradient of a tied table, or an L2 term
+    ``g + wd * W``. Rows outside the batch then have a gradient of their own.
     """
     found: list[Apply] = []
+    dense = False
     stack, seen = [value], {value}
     while stack:
         var = stack.pop()
@@ -1014,6 +1019,8 @@ def scatters_behind(
             continue
         if row_local(var, like):
             inputs = owner.inputs
+            if not dense and _is_add(owner) and any(i.owner in scatters for i in inputs):
+                dense = any(_dense_term(i, scatters, like) for i in inputs)
         elif isa(owner.op, INC_OPS) and var.type.broadcastable == like.type.broadcastable:
             inputs = owner.inputs[:1]
         else:
@@ -1022,7 +1029,31 @@ def scatters_behind(
             if i not in seen:
                 seen.add(i)
                 stack.append(i)
-    return found
+    return found, dense
+
+
+def _is_add(node: Apply) -> bool:
+    return type(getattr(node.op, "scalar_op", None)) is ps.Add
+
+
+def _dense_term(term: Variable, scatters: frozenset[Apply], state: Variable) -> bool:
+    """A table-shaped term of a sum that reads neither `state` nor a scatter row by row.
+
+    ``mu * v + g`` (momentum written that way) reads its state: not a dense gradient.
+    """
+    if term.type.broadcastable != state.type.broadcastable:
+        return False
+    stack, seen = [term], {term}
+    while stack:
+        var = stack.pop()
+        if var is state or var.owner in scatters:
+            return False
+        if row_local(var, state):
+            for i in var.owner.inputs:
+                if i not in seen:
+                    seen.add(i)
+                    stack.append(i)
+    return not isa(strip_wrappers(term), (Constant,))
 
 
 def strip_wrappers(var: Variable) -> Variable:

@@ -163,7 +163,11 @@ def _state_updates(program: Program) -> Iterator[StateUpdate]:
         # A table's own update is SG101's business; states are other variables.
         if value not in dependent or table_key(state) in looked_up:
             continue
-        scatters = scatters_behind(value, dependent, program.index.scatters, state)
+        scatters, dense_gradient = scatters_behind(
+            value, dependent, program.index.scatters, state
+        )
+        if dense_gradient:
+            continue  # every row has a gradient (tied table, L2 term): state should move
         # In the order of the walk (a set's order would name a different table per run).
         tables = [t for t in dict.fromkeys(sized[s] for s in scatters) if t is not None]
         shape = shape_of(state)
