@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from pytensor import config
 from pytensor.compile.mode import Mode, get_mode, optdb
 

@@ -163,9 +163,7 @@ def _state_updates(program: Program) -> Iterator[StateUpdate]:
         # A table's own update is SG101's business; states are other variables.
         if value not in dependent or table_key(state) in looked_up:
             continue
-        scatters, dense_gradient = scatters_behind(
-            value, dependent, program.index.scatters, state
-        )
+        scatters, dense_gradient = scatters_behind(value, dependent, program.index.scatters, state)
         if dense_gradient:
             continue  # every row has a gradient (tied table, L2 term): state should move
         # In the order of the walk (a set's order would name a different table per run).
