@@ -9,9 +9,11 @@ from itertools import chain, count
 from typing import Any, ClassVar
 
 import numpy as np
+import pytensor.scalar as ps
 from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Apply, Constant, Variable
 from pytensor.tensor.basic import ScalarFromTensor
+from pytensor.tensor.elemwise import DimShuffle, Elemwise
 from pytensor.tensor.subtensor import AdvancedIncSubtensor, AdvancedSubtensor
 from pytensor.tensor.type import discrete_dtypes
 
@@ -22,8 +24,10 @@ from subsetgrad.graph import (
     describe,
     index_of,
     indices_provably_unique,
+    is_inc,
     isa,
     source_masks,
+    strip_wrappers,
     table_key,
     tag_value,
     token,
@@ -426,15 +430,17 @@ def _describe_use(node: Apply, table: Variable) -> str:
 @rule(
     "SG203",
     "set-with-duplicate-indices",
-    summary="A set-style write of `table[idx]` from its old rows, where `idx` may repeat.",
+    summary="A set-style write of `table[idx]` that adds to its old rows, where `idx` may repeat.",
     hint="Use `inc_subtensor(W[idx], delta)`, which accumulates repeated indices, or make "
     "the indices unique first.",
 )
 def set_with_duplicate_indices(program: Program, r: Rule) -> Iterator[Finding]:
     """
     ## What it does
-    Flags ``set_subtensor(W[idx], f(W[idx]))`` where ``idx`` is not provably
-    unique: the FAQ's second trap.
+    Flags ``set_subtensor(W[idx], W[idx] + d)``, a write that adds to the old
+    rows, where ``idx`` is not provably unique: the FAQ's second trap. A new
+    row computed from its old row alone (renormalising, clipping) is the same
+    for every copy of a repeated index and is not flagged.
 
     ## Why is this bad?
     With a repeated index, every copy computes its new row from the same old
@@ -492,11 +498,57 @@ def set_with_duplicate_indices(program: Program, r: Rule) -> Iterator[Finding]:
             if read in reads:
                 reads[read].add(lookup.outputs[0])
     queries = [(node.inputs[1], reads[key]) for node, key in writes]
-    for (node, _), reads_rows in zip(writes, depends_on(queries, program.index), strict=True):
-        if reads_rows:
+    for (node, key), reads_rows in zip(writes, depends_on(queries, program.index), strict=True):
+        if reads_rows and _adds_to(node.inputs[1], reads[key]):
             yield r.finding(
-                f"`set_subtensor` writes rows of {describe(node.inputs[0])} computed from the "
+                f"`set_subtensor` writes rows of {describe(_root_table(node.inputs[0]))} "
+                "computed from the "
                 "same rows, but the indices may repeat: a repeated row keeps only its last write "
                 "and the other contributions are lost.",
                 location_of(node),
             )
+
+
+def _adds_to(value: Variable, rows: set[Variable]) -> bool:
+    """Whether `value` adds something to the looked-up `rows` (``rows - lr * g``).
+
+    Found among the elementwise ops that compute `value`: a sum or difference
+    with the rows, or a scaling of them, as a term. A value computed from the
+    rows alone by other means (``rows / norm(rows)``, ``clip(rows, -1, 1)``) is
+    the same for every copy of a repeated row, so nothing is lost.
+    """
+    stack, seen = [value], {value}
+    while stack:
+        var = stack.pop()
+        owner = var.owner
+        if var in rows or owner is None or not isa(owner.op, (Elemwise, DimShuffle)):
+            continue
+        if type(getattr(owner.op, "scalar_op", None)) in (ps.Add, ps.Sub) and any(
+            _scales(i, rows) for i in owner.inputs
+        ):
+            return True
+        for i in owner.inputs:
+            if i not in seen:
+                seen.add(i)
+                stack.append(i)
+    return False
+
+
+def _scales(term: Variable, rows: set[Variable]) -> bool:
+    """`term` is the rows, or the rows scaled, negated, cast or broadcast."""
+    term = strip_wrappers(term)
+    if term in rows:
+        return True
+    owner = term.owner
+    if owner is None:
+        return False
+    scalar = type(getattr(owner.op, "scalar_op", None))
+    linear = isa(owner.op, (DimShuffle,)) or scalar in (ps.Mul, ps.Neg, ps.Cast, ps.TrueDiv)
+    return linear and any(strip_wrappers(i) in rows for i in owner.inputs)
+
+
+def _root_table(var: Variable) -> Variable:
+    """The table under a chain of increments (``W[idx].inc(d)`` written again)."""
+    while var.owner is not None and is_inc(var.owner):
+        var = var.owner.inputs[0]
+    return var
