@@ -49,15 +49,39 @@ def test_mode_with_the_rewrite_makes_it_info() -> None:
 
 
 def test_check_function_uses_the_graph_before_rewriting() -> None:
-    W, idx, (cost, new_W) = sgd_graph()
     for mode, severity in [
-        ("FAST_COMPILE", Severity.WARNING),
-        (subsetgrad.mode("FAST_COMPILE"), Severity.INFO),
+        ("NUMBA", Severity.WARNING),
+        (subsetgrad.mode("NUMBA"), Severity.INFO),
     ]:
-        f = pytensor.function([idx], cost, updates={W: new_W}, mode=mode)
+        with subsetgrad.record():
+            W, idx, (cost, new_W) = sgd_graph()
+            f = pytensor.function([idx], cost, updates={W: new_W}, mode=mode)
         (finding,) = subsetgrad.check_function(f)
         assert finding.code == "SG101" and finding.severity is severity
         assert finding.location is not None and Path(finding.location.path) == Path(__file__)
+
+
+def test_check_function_sees_state_the_rewrites_fused() -> None:
+    """NUMBA's rewrites fold an RMSprop step into fused loops; the check reads it as written."""
+    with subsetgrad.record():
+        W = pytensor.shared(np.ones((300, 4)), name="W")
+        acc = pytensor.shared(np.zeros((300, 4)), name="acc")
+        idx = pt.lvector("idx")
+        cost = (W[idx] ** 2).sum()
+        g = pytensor.grad(cost, W)
+        new_acc = 0.9 * acc + 0.1 * g**2
+        updates = {acc: new_acc, W: W - 0.01 * g / pt.sqrt(new_acc + 1e-6)}
+        f = pytensor.function([idx], cost, updates=updates, mode="NUMBA")
+    assert [x.code for x in subsetgrad.check_function(f)] == ["SG301"]
+    assert [x.code for x in subsetgrad.check([cost], updates)] == ["SG301"]
+
+
+def test_check_function_without_the_graph_before_rewriting() -> None:
+    W, idx, (cost, new_W) = sgd_graph()
+    f = pytensor.function([idx], cost, updates={W: new_W}, mode="NUMBA")
+    with pytest.raises(ValueError, match=r"compiled outside subsetgrad\.record\(\)") as info:
+        subsetgrad.check_function(f)
+    assert "\n" not in str(info.value)
 
 
 def test_check_function_rejects_other_objects() -> None:

@@ -3,7 +3,7 @@
 Three ways in, one engine:
 
 - `check` on symbolic outputs and updates;
-- `check_function` on a compiled function (its graph before rewriting);
+- `check_function` on a compiled function (its graph before rewriting, kept by `record`);
 - `record`, a context manager that sees every function compiled and every
   `pytensor.grad` call made inside it.
 """
@@ -19,7 +19,7 @@ from pytensor.graph.basic import Variable
 from subsetgrad.lint.engine import analyse, analyse_all
 from subsetgrad.lint.findings import Finding, Location, Severity
 from subsetgrad.lint.program import Program
-from subsetgrad.lint.recorder import Recording, record
+from subsetgrad.lint.recorder import Recording, captured, record
 from subsetgrad.lint.registry import RULES, Rule
 from subsetgrad.rewrite import rewrite_active
 from subsetgrad.rewrite.subset_update import applied_to
@@ -45,13 +45,23 @@ def check(
 def check_function(
     f: Any, *, select: Iterable[str] | None = None, ignore: Iterable[str] | None = None
 ) -> list[Finding]:
-    """Findings for a compiled `pytensor.function`, from its graph before rewriting."""
+    """Findings for a compiled `pytensor.function`, from its graph before rewriting.
+
+    PyTensor rewrites a function's graph in place (every linker runs at least
+    its minimum rewrites), so only `record()` keeps the graph as built: `f` must
+    have been compiled inside a `record()` block. Otherwise this raises ValueError.
+    """
     maker = getattr(f, "maker", None)
     if maker is None:
         raise TypeError(f"expected a compiled pytensor function, got {type(f).__name__}")
-    outputs = [o.variable for o in maker.outputs]
-    updates = [(i.variable, i.update) for i in maker.inputs if i.update is not None]
-    program = Program.from_symbolic(outputs, updates, maker.fgraph in applied_to)
+    program = captured(maker.fgraph)
+    if program is None:
+        raise ValueError(
+            "check_function: the function was compiled outside subsetgrad.record(), and "
+            "PyTensor has rewritten its graph in place; compile it inside "
+            "`with subsetgrad.record():`, or pass its outputs and updates to subsetgrad.check()"
+        )
+    program.rewrite_active = maker.fgraph in applied_to
     return analyse(program, select=select, ignore=ignore)
 
 

@@ -59,6 +59,13 @@ class Recording:
 
 # Live graph -> the program captured from it, until the same compile settles it.
 _pending: weakref.WeakKeyDictionary[FunctionGraph, Program] = weakref.WeakKeyDictionary()
+# Live graph -> the program captured from it, for `check_function`, while the function lives.
+_captured: weakref.WeakKeyDictionary[FunctionGraph, Program] = weakref.WeakKeyDictionary()
+
+
+def captured(fgraph: FunctionGraph) -> Program | None:
+    """The graph a `record()` block saw compiled as `fgraph`, before any rewrite."""
+    return _captured.get(fgraph)
 
 
 class _Capture(GraphRewriter):  # type: ignore[misc]
@@ -71,7 +78,7 @@ class _Capture(GraphRewriter):  # type: ignore[misc]
         snapshot = fgraph.clone()
         snapshot.update_mapping = dict(mapping)
         program = Program.from_fgraph(snapshot)
-        _pending[fgraph] = program
+        _pending[fgraph] = _captured[fgraph] = program
         for rec in _active:
             rec._captured.append((program, weakref.ref(fgraph)))
             rec.compiled += 1
@@ -135,8 +142,9 @@ def record() -> Iterator[Recording]:
     Patches `pytensor.grad` wherever a loaded module holds it (so ``from pytensor
     import grad`` done earlier is covered too), deepens PyTensor's stack traces
     so that findings reach the user's line, and keeps a pre-rewrite copy of every
-    graph compiled with an optimizer. Graphs compiled with ``optimizer=None``
-    are not seen.
+    graph compiled (every linker runs at least PyTensor's minimum rewrites, even
+    with ``optimizer=None``). The copy lives as long as its compiled function,
+    for `check_function`.
     """
     _install_capture()
     rec = Recording()
