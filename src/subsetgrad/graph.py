@@ -744,6 +744,14 @@ def _linear_kind(op_type: Any, scalar_type: Any) -> str | None:
     return next((k for cls, k in _LINEAR_SCALAR_OPS if issubclass(scalar_type, cls)), None)
 
 
+def linear_kind(node: Apply) -> str | None:
+    """ "add", "sub", "neg", "cast", "mul" or "div" for those elementwise ops, else None."""
+    op = node.op
+    op_type: Any = type(op)
+    scalar_type: Any = type(getattr(op, "scalar_op", None))
+    return _linear_kind(op_type, scalar_type)
+
+
 def _gatherable(factors: Sequence[Variable], terms: Sequence[Scatter]) -> bool:
     """Whether `gather` can read each factor at each term's positions without V x D work.
 
@@ -1019,7 +1027,11 @@ def scatters_behind(
             continue
         if row_local(var, like):
             inputs = owner.inputs
-            if not dense and _is_add(owner) and any(i.owner in scatters for i in inputs):
+            if (
+                not dense
+                and linear_kind(owner) == "add"
+                and any(i.owner in scatters for i in inputs)
+            ):
                 dense = any(_dense_term(i, scatters, like) for i in inputs)
         elif isa(owner.op, INC_OPS) and var.type.broadcastable == like.type.broadcastable:
             inputs = owner.inputs[:1]
@@ -1030,10 +1042,6 @@ def scatters_behind(
                 seen.add(i)
                 stack.append(i)
     return found, dense
-
-
-def _is_add(node: Apply) -> bool:
-    return type(getattr(node.op, "scalar_op", None)) is ps.Add
 
 
 def _dense_term(term: Variable, scatters: frozenset[Apply], state: Variable) -> bool:

@@ -9,7 +9,6 @@ from itertools import chain, count
 from typing import Any, ClassVar
 
 import numpy as np
-import pytensor.scalar as ps
 from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Apply, Constant, Variable
 from pytensor.tensor.basic import ScalarFromTensor
@@ -26,6 +25,7 @@ from subsetgrad.graph import (
     indices_provably_unique,
     is_inc,
     isa,
+    linear_kind,
     source_masks,
     strip_wrappers,
     table_key,
@@ -523,9 +523,7 @@ def _adds_to(value: Variable, rows: set[Variable]) -> bool:
         owner = var.owner
         if var in rows or owner is None or not isa(owner.op, (Elemwise, DimShuffle)):
             continue
-        if type(getattr(owner.op, "scalar_op", None)) in (ps.Add, ps.Sub) and any(
-            _scales(i, rows) for i in owner.inputs
-        ):
+        if linear_kind(owner) in ("add", "sub") and any(_scales(i, rows) for i in owner.inputs):
             return True
         for i in owner.inputs:
             if i not in seen:
@@ -542,9 +540,8 @@ def _scales(term: Variable, rows: set[Variable]) -> bool:
     owner = term.owner
     if owner is None:
         return False
-    scalar = type(getattr(owner.op, "scalar_op", None))
-    linear = isa(owner.op, (DimShuffle,)) or scalar in (ps.Mul, ps.Neg, ps.Cast, ps.TrueDiv)
-    return linear and any(strip_wrappers(i) in rows for i in owner.inputs)
+    scaled = isa(owner.op, (DimShuffle,)) or linear_kind(owner) in ("mul", "neg", "cast", "div")
+    return scaled and any(strip_wrappers(i) in rows for i in owner.inputs)
 
 
 def _root_table(var: Variable) -> Variable:
