@@ -46,6 +46,37 @@ def test_mode_with_the_rewrite_makes_it_info() -> None:
     W, _idx, (cost, new_W) = sgd_graph()
     (f,) = subsetgrad.check([cost], {W: new_W}, mode=subsetgrad.mode("NUMBA"))
     assert f.severity is Severity.INFO and "rewrite is active" in f.message
+    # Nothing to do in this mode: the hint does not say to turn on what is on.
+    assert "Compile with" not in f.hint and "Nothing to change" in f.hint
+
+
+@pytest.mark.parametrize(
+    ("step", "sparse"),
+    [
+        (lambda W, g: W - 0.1 * pt.clip(g, -1.0, 1.0), True),
+        (lambda W, g: W - 0.01 * pt.sign(g), True),
+        (lambda W, g: W - 0.1 * g, True),
+        (lambda W, g: 0.999 * W - 0.1 * pt.clip(g, -1.0, 1.0), False),  # weight decay
+        (lambda W, g: W - 0.1 * pt.exp(g), False),  # moves rows outside the batch
+    ],
+    ids=["clip", "sign", "linear", "weight-decay", "exp"],
+)
+def test_sg101_says_what_the_rewrite_does(step: Any, sparse: bool) -> None:
+    """SG101 at info (the rewrite is active) exactly when compiling rewrites the step."""
+    from subsetgrad.rewrite import counters
+
+    W = pytensor.shared(np.ones((300, 4)), name="W")
+    idx = pt.lvector("idx")
+    cost = (W[idx] ** 2).sum()
+    new_W = step(W, pytensor.grad(cost, W))
+    before = counters["sparse_state"] + counters["subset_update"]
+    mode = subsetgrad.mode("NUMBA")
+    pytensor.function([idx], cost, updates={W: new_W}, mode=mode)
+    assert (counters["sparse_state"] + counters["subset_update"] > before) is sparse
+    findings = subsetgrad.check([cost], {W: new_W}, mode=mode)
+    assert [(f.code, f.severity) for f in findings] == (
+        [("SG101", Severity.INFO)] if sparse else []
+    )
 
 
 def test_check_function_uses_the_graph_before_rewriting() -> None:

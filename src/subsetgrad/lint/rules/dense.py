@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from pytensor.graph.basic import Apply, Variable
 from pytensor.tensor.elemwise import Elemwise
+from pytensor.tensor.subtensor import AdvancedIncSubtensor, AdvancedSubtensor
 
 from subsetgrad.graph import (
     GraphIndex,
-    Linear,
     describe,
     is_scatter_into_zeros,
     same_table,
@@ -22,6 +23,7 @@ from subsetgrad.lint.program import Program, megabytes, table_bytes
 from subsetgrad.lint.registry import Rule, rule
 from subsetgrad.lint.rules.optimizers import state_updates
 from subsetgrad.lint.source import first_location, location_of
+from subsetgrad.optim.rows import analyse, changed_at_zero, linear_without_state
 
 # A dense step writes the zeros table, reads it and the table in the update, and
 # writes the result: four passes over V x D.
@@ -45,16 +47,30 @@ def _strip(var: Variable) -> Variable:
     return var
 
 
-def table_updates(program: Program) -> list[tuple[Variable, Variable, Linear]]:
-    """``(table, new value, decomposition)`` for updates of the form table plus full scatters."""
+@dataclass(frozen=True)
+class TableUpdate:
+    """A table updated from its own lookups' scatter gradient, in a form that can be sparse."""
+
+    table: Variable
+    value: Variable
+    # The pure-scatter gradient variables the update reads: where to look for other uses.
+    grads: tuple[Variable, ...]
+    # Nonlinear in the gradient (``clip(g)``, ``sign(g)``), so the rewrite computes it
+    # row by row (`SparseState`) rather than as increments (`SubsetUpdate`).
+    row_wise: bool = False
+
+
+def table_updates(program: Program) -> list[TableUpdate]:
+    """The updates SG101 and SG102 judge: table plus scatters, or row-wise and unchanged at zero."""
     cached = program.extra.get("table_updates")
     if cached is None:
         cached = program.extra["table_updates"] = list(_table_updates(program))
     return cached
 
 
-def _table_updates(program: Program) -> Iterator[tuple[Variable, Variable, Linear]]:
+def _table_updates(program: Program) -> Iterator[TableUpdate]:
     dec = program.decomposition
+    linear: set[Variable] = set()
     for table, value in program.updates:
         lin = dec.of(value)
         # Lookups by arrays (AdvancedSubtensor) are the subject; a basic index
@@ -66,11 +82,44 @@ def _table_updates(program: Program) -> Iterator[tuple[Variable, Variable, Linea
         dense = strip_casts(lin.dense)
         if not isinstance(dense, Variable) or not same_table(_strip(dense), table):
             continue
-        yield table, value, lin
+        linear.add(table)
+        yield TableUpdate(table, value, (value,))
+    yield from _row_wise_updates(program, linear)
 
 
-def dense_uses(program: Program, value: Variable) -> tuple[list[tuple[Apply | None, int]], bool]:
-    """Uses of the full-table gradient behind `value` other than the update itself.
+def _row_wise_updates(program: Program, linear: set[Variable]) -> Iterator[TableUpdate]:
+    """Updates the rewrite's `SparseState` computes row by row: its own analysis, not a copy.
+
+    Only asked when some looked-up table's update reads a scatter and is not one
+    of the `linear` ones, so a program without such an update pays nothing.
+    """
+    dependent = program.scatter_dependent
+    looked_up = {table_key(n.inputs[0]) for n in program.index.nodes_of(AdvancedSubtensor)}
+    if not any(
+        table not in linear and table_key(table) in looked_up and value in dependent
+        for table, value in program.updates
+    ):
+        return
+    analysis = analyse(program.updates)
+    if analysis.dec is None:
+        return
+    for group in analysis.groups:
+        table = group.table
+        if (
+            table in linear
+            or not all(isinstance(s.op, AdvancedIncSubtensor) for s in group.sources)
+            # What `SparseState.apply` leaves alone.
+            or linear_without_state(group, analysis.dec) is not None
+            or changed_at_zero(group, dependent) is not None
+        ):
+            continue
+        yield TableUpdate(table, group.values[table], group.grads, row_wise=True)
+
+
+def dense_uses(
+    program: Program, update: TableUpdate
+) -> tuple[list[tuple[Apply | None, int]], bool]:
+    """Uses of the full-table gradient behind `update` other than the update itself.
 
     Returns the extra uses (a norm, an output), and whether the gradient also
     feeds optimizer state updates elementwise (an accumulator ``acc + g**2``):
@@ -79,18 +128,19 @@ def dense_uses(program: Program, value: Variable) -> tuple[list[tuple[Apply | No
     cache: dict[Variable, tuple[list[tuple[Apply | None, int]], bool]] = program.extra.setdefault(
         "dense_uses", {}
     )
-    if value in cache:
-        return cache[value]
+    if update.value in cache:
+        return cache[update.value]
     dec = program.decomposition
     uses: list[tuple[Apply | None, int]] = []
     feeds_state = False
-    for var in dec.sparse_chain(value):
+    chains = [dec.sparse_chain(g) for g in update.grads]
+    for var in dict.fromkeys(v for chain in chains for v in chain):
         for node, i in dec.other_uses(var, program.index):
-            if node is not None and _feeds_only_updates(program, node, value.ndim):
+            if node is not None and _feeds_only_updates(program, node, update.value.ndim):
                 feeds_state = True
             else:
                 uses.append((node, i))
-    cache[value] = (uses, feeds_state)
+    cache[update.value] = (uses, feeds_state)
     return uses, feeds_state
 
 
@@ -121,6 +171,12 @@ def _use_text(use: tuple[Apply | None, int]) -> str:
     return f"`{op_name(node)}`" + (f" at {loc.short}" if loc else "")
 
 
+_ACTIVE_HINT = (
+    "Nothing to change while this mode compiles it; in a mode without the rewrite, update "
+    "the looked-up rows by hand: `inc_subtensor(W[idx], -lr * grad(cost, W[idx]))`."
+)
+
+
 @rule(
     "SG101",
     "dense-table-gradient",
@@ -133,7 +189,10 @@ def dense_table_gradient(program: Program, r: Rule) -> Iterator[Finding]:
     ## What it does
     Flags a shared table whose update is the table plus a linear expression of a
     full-table gradient that is only a scatter of looked-up rows, such as
-    ``W - lr * pytensor.grad(cost, W)`` where the cost reads ``W[idx]``.
+    ``W - lr * pytensor.grad(cost, W)`` where the cost reads ``W[idx]``. Also an
+    update elementwise in that gradient that leaves a row as it is where the
+    gradient is zero, such as ``W - lr * clip(g, -1, 1)`` or ``sign(g)``: the
+    rewrite computes those for the looked-up rows (the same analysis decides).
 
     ## Why is this bad?
     PyTensor builds the gradient as a V x D block of zeros with B rows written
@@ -175,16 +234,19 @@ def dense_table_gradient(program: Program, r: Rule) -> Iterator[Finding]:
     decaying = {
         table_key(t) for update in state_updates(program) if update.decays for t in update.tables
     }
-    for table, value, _lin in table_updates(program):
-        uses, feeds_state = dense_uses(program, value)
+    for update in table_updates(program):
+        table, value = update.table, update.value
+        uses, feeds_state = dense_uses(program, update)
         # SG102 names what keeps it dense; state that decays is SG301's. State
         # unchanged at zero gradient (adagrad) leaves the whole step sparse.
         if uses or (feeds_state and table_key(table) in decaying):
             continue
         cost = megabytes((table_bytes(table) or 0) * DENSE_PASSES or None)
+        hint = None
         if program.rewrite_active:
             status = "the subsetgrad rewrite is active in this mode and makes it a subset update"
             severity = Severity.INFO
+            hint = _ACTIVE_HINT
         elif program.rewrite_active is None:
             status = "compile with the subsetgrad rewrite to make it a subset update"
             severity = None
@@ -195,6 +257,7 @@ def dense_table_gradient(program: Program, r: Rule) -> Iterator[Finding]:
             f"{describe(table)} is updated from a dense scatter of looked-up rows: "
             f"~{cost} of memory traffic per step that need not be; {status}.",
             first_location(value, table),
+            hint=hint,
             severity=severity,
         )
 
@@ -253,8 +316,9 @@ def dense_gradient_kept(program: Program, r: Rule) -> Iterator[Finding]:
     The rewrite still makes the update a subset update, but cannot remove the
     dense gradient that the other use needs.
     """
-    for table, value, _lin in table_updates(program):
-        uses, _ = dense_uses(program, value)
+    for update in table_updates(program):
+        table, value = update.table, update.value
+        uses, _ = dense_uses(program, update)
         if not uses:
             continue
         first = uses[0]
