@@ -634,7 +634,7 @@ def _decompose_node(
     out = outputs[0]
     # Integer arithmetic wraps and integer casts truncate: only floating-point
     # values are linear in the scatter.
-    if getattr(out.type, "dtype", None) not in _FLOAT_DTYPES:
+    if getattr(out.type, "dtype", None) not in FLOAT_DTYPES:
         return None
 
     if inc:
@@ -724,7 +724,7 @@ def _decompose_node(
     return None
 
 
-_FLOAT_DTYPES = frozenset({"float16", "float32", "float64"})
+FLOAT_DTYPES = frozenset({"float16", "float32", "float64"})
 
 _LINEAR_SCALAR_OPS = (
     (ps.Add, "add"),
@@ -816,13 +816,23 @@ def gather(factor: Variable, term: Scatter) -> Variable:
     sub = factor[tuple(basic)]
     if not term.advanced:
         return sub
-    # Advanced indexing puts the index dims where the first advanced entry was,
-    # or in front when the advanced entries are not adjacent.
+    axes = advanced_axes(index)
+    return pt.expand_dims(sub, tuple(axes)) if axes else sub
+
+
+def advanced_axes(index: Index) -> range:
+    """The axes of ``x[index]`` that run over the advanced index's positions.
+
+    Advanced indexing puts the index dims where the first advanced entry was,
+    or in front when the advanced entries are not adjacent.
+    """
     positions = [i for i, e in enumerate(index) if not isinstance(e, slice)]
+    if not positions:
+        return range(0)
     n_new = max(e.type.ndim for e in index if isinstance(e, Variable))
     adjacent = positions == list(range(positions[0], positions[-1] + 1))
     at = positions[0] if adjacent else 0
-    return pt.expand_dims(sub, tuple(range(at, at + n_new))) if n_new else sub
+    return range(at, at + n_new)
 
 
 def _gather_advanced(factor: Variable, index: Index, bcast: tuple[bool, ...]) -> Variable:

@@ -17,7 +17,9 @@ from pytensor.tensor.subtensor import AdvancedIncSubtensor, AdvancedSubtensor
 from pytensor.tensor.type import discrete_dtypes
 
 from subsetgrad.graph import (
+    FLOAT_DTYPES,
     LOOKUP_OPS,
+    advanced_axes,
     ancestors,
     depends_on,
     describe,
@@ -438,9 +440,11 @@ def set_with_duplicate_indices(program: Program, r: Rule) -> Iterator[Finding]:
     """
     ## What it does
     Flags ``set_subtensor(W[idx], W[idx] + d)``, a write that adds to the old
-    rows, where ``idx`` is not provably unique: the FAQ's second trap. A new
-    row computed from its old row alone (renormalising, clipping) is the same
-    for every copy of a repeated index and is not flagged.
+    rows, where ``idx`` is not provably unique: the FAQ's second trap. Also a
+    step that combines the old rows with a contribution of each position in
+    another way, such as ``W[idx] * exp(-lr * g)``. A new row computed from its
+    old row alone (renormalising, clipping) is the same for every copy of a
+    repeated index and is not flagged.
 
     ## Why is this bad?
     With a repeated index, every copy computes its new row from the same old
@@ -499,7 +503,7 @@ def set_with_duplicate_indices(program: Program, r: Rule) -> Iterator[Finding]:
                 reads[read].add(lookup.outputs[0])
     queries = [(node.inputs[1], reads[key]) for node, key in writes]
     for (node, key), reads_rows in zip(writes, depends_on(queries, program.index), strict=True):
-        if reads_rows and _adds_to(node.inputs[1], reads[key]):
+        if reads_rows and _differs_at_repeats(node, reads[key]):
             yield r.finding(
                 f"`set_subtensor` writes rows of {describe(_root_table(node.inputs[0]))} "
                 "computed from the "
@@ -507,6 +511,71 @@ def set_with_duplicate_indices(program: Program, r: Rule) -> Iterator[Finding]:
                 "and the other contributions are lost.",
                 location_of(node),
             )
+
+
+def _differs_at_repeats(write: Apply, rows: set[Variable]) -> bool:
+    """Whether copies of one repeated row may write different values computed from it.
+
+    So when the written value adds to the rows (``rows - lr * g``), or combines
+    them with something that differs from one position of the index to the next
+    and is not a function of the rows alone (``rows * exp(-lr * g)``).
+    """
+    value = write.inputs[1]
+    return _adds_to(value, rows) or _mixes_in(value, rows, advanced_axes(index_of(write)))
+
+
+def _mixes_in(value: Variable, rows: set[Variable], axes: range) -> bool:
+    """Whether the elementwise algebra of `value` over `rows` reads a contribution per position.
+
+    A leaf of that algebra (the first input not computed elementwise) is one when
+    it differs from one position of the index to the next and is not computed from
+    each position's own row (``exp(-lr * g)``); or when, the same at every position,
+    it carries a batch-wide value of the rows, such as the cost in the elementwise
+    graph of a gradient (``grad((rows**2).sum(), rows)`` is ``2 * rows * 1.0``, the
+    ``1.0`` filled from the cost). Learning rates, per-column scales and a row's own
+    norm are not contributions.
+    """
+    if value.type.ndim < axes.stop:
+        return False  # the written value broadcasts: every copy writes the same
+    stack, seen = [value], {value}
+    while stack:
+        var = stack.pop()
+        owner = var.owner
+        if var in rows:
+            continue
+        if owner is not None and isa(owner.op, (Elemwise,)):
+            for i in owner.inputs:
+                if i not in seen:
+                    seen.add(i)
+                    stack.append(i)
+            continue
+        bcast = var.type.broadcastable
+        per_position = len(bcast) == value.type.ndim and not all(bcast[a] for a in axes)
+        if _contribution(var, rows, per_position):
+            return True
+    return False
+
+
+def _contribution(leaf: Variable, rows: set[Variable], per_position: bool) -> bool:
+    """See `_mixes_in`: one walk up from `leaf`, stopping at the rows.
+
+    A computed float scalar on the way (a cost, a batch statistic) mixes the
+    positions; an input other than a constant is not the rows either.
+    """
+    reads_rows = batch_wide = False
+    for v in ancestors([leaf], stop=rows.__contains__):
+        if v in rows:
+            reads_rows = True
+        elif v.owner is None:
+            if per_position and not isa(v, (Constant,)):
+                return True
+        elif v.type.ndim == 0 and v.type.dtype in FLOAT_DTYPES:
+            batch_wide = True
+            if per_position:
+                return True
+        if batch_wide and reads_rows:
+            return True
+    return False
 
 
 def _adds_to(value: Variable, rows: set[Variable]) -> bool:
