@@ -142,12 +142,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     sizes = {"update": args.tables, "subset": args.subset_tables, "clip": args.clip_tables}
-    rows = [
-        measure(family, int(t), args.repeats)
-        for family, tables in sizes.items()
-        for t in tables.split(",")
-        if t
-    ]
+    rows = []
+    for family, tables in sizes.items():
+        for t in filter(None, tables.split(",")):
+            rows.append(measure(family, int(t), args.repeats))
+            r = rows[-1]
+            # The whole run takes minutes: show each size as it is done.
+            print(f"  {family} {r['nodes']:,} nodes: {r['median_s']:.3f} s", file=sys.stderr)
     print(
         f"{'graph':>7} {'nodes':>8} {'tables':>7} {'findings':>9} {'median s':>9} "
         f"{'us/node':>8} {'ref ms':>7} {'x ref':>6}"

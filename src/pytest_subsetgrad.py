@@ -290,6 +290,7 @@ class Checker:
             details += f", config: {shown}"
         return f"subsetgrad: checking every compiled PyTensor graph ({details})"
 
+    @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(
         self, terminalreporter: pytest.TerminalReporter, config: pytest.Config
     ) -> None:
@@ -309,3 +310,10 @@ class Checker:
         terminalreporter.write_sep("=", "subsetgrad", red=failing, yellow=not failing)
         for line in emit.text(self.findings).splitlines():
             terminalreporter.write_line(line)
+        if failing:
+            # Counted in pytest's last line ("3 passed, 1 subsetgrad finding"), which
+            # would otherwise say only that every test passed, above a failing exit.
+            # trylast: other plugins' summaries read every entry of `stats` as a test report.
+            shown = [f for f in self.findings if report.failing([f])]
+            key = "subsetgrad finding" if len(shown) == 1 else "subsetgrad findings"
+            terminalreporter.stats.setdefault(key, []).extend(shown)

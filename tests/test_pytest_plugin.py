@@ -149,7 +149,7 @@ def test_a_dense_update_fails_the_session(pytester: pytest.Pytester) -> None:
             + "`W` (100x4 float64) is updated from a dense scatter*",
             "  help: *",
             "Found 1 finding (1 warning).",
-            "*= 1 passed in *",
+            "*= 1 passed, 1 subsetgrad finding in *",
         ]
     )
 
