@@ -9,7 +9,9 @@ Three families of graphs, each with many tables of two lookups:
   half of them `set_subtensor` (SG202 and SG203 have work to do);
 - "clip": one cost over every table, every gradient clipped by their global
   norm, and RMSprop-style accumulators (every state reaches every gradient
-  through the norm; SG102 and SG301 have work to do).
+  through the norm; SG102 and SG301 have work to do);
+- "rowwise": as "update" without the state, each table stepped by the clip or
+  the sign of its gradient (SG101 asks the rewrite's row-by-row analysis).
 
 Target: under 1 s at 100k nodes, and time linear in the number of nodes.
 
@@ -92,7 +94,21 @@ def build_clip(n_tables: int) -> tuple[list[Any], dict[Any, Any]]:
     return [cost], updates
 
 
-FAMILIES = {"update": build, "subset": build_subset, "clip": build_clip}
+def build_rowwise(n_tables: int) -> tuple[list[Any], dict[Any, Any]]:
+    idx = pt.lvector("idx")
+    outputs: list[Any] = []
+    updates: dict[Any, Any] = {}
+    for k in range(n_tables):
+        W = pytensor.shared(np.zeros((50, 4)), name=f"W{k}")
+        rows = W[idx]
+        cost = (pt.tanh(rows) ** 2).sum() + (rows * W[idx[::-1]]).sum()
+        g = pytensor.grad(cost, W)
+        updates[W] = W - (0.01 * pt.clip(g, -1.0, 1.0) if k % 2 else 0.001 * pt.sign(g))
+        outputs.append(cost)
+    return outputs, updates
+
+
+FAMILIES = {"update": build, "subset": build_subset, "clip": build_clip, "rowwise": build_rowwise}
 
 
 def reference() -> float:
@@ -135,13 +151,21 @@ def measure(family: str, n_tables: int, repeats: int) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks lint", description=__doc__)
-    # About 49, 29.5 and 41 nodes a table, for graphs of about 1k, 10k and 100k nodes.
+    # About 49, 29.5, 41 and 40 nodes a table, for graphs of about 1k, 10k and 100k nodes.
     parser.add_argument("--tables", default="21,205,2041", help="tables per 'update' graph")
     parser.add_argument("--subset-tables", default="34,339,3390", help="tables per 'subset' graph")
     parser.add_argument("--clip-tables", default="25,244,2440", help="tables per 'clip' graph")
+    parser.add_argument(
+        "--rowwise-tables", default="26,251,2501", help="tables per 'rowwise' graph"
+    )
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
-    sizes = {"update": args.tables, "subset": args.subset_tables, "clip": args.clip_tables}
+    sizes = {
+        "update": args.tables,
+        "subset": args.subset_tables,
+        "clip": args.clip_tables,
+        "rowwise": args.rowwise_tables,
+    }
     rows = []
     for family, tables in sizes.items():
         for t in filter(None, tables.split(",")):

@@ -92,14 +92,24 @@ class Analysis:
     dec: Decomposition | None = None
 
 
-def analyse(updates: Mapping[Variable, Variable] | Sequence[tuple[Variable, Variable]]) -> Analysis:
-    """Find the row groups among `updates` (a mapping or ``(variable, value)`` pairs)."""
+def analyse(
+    updates: Mapping[Variable, Variable] | Sequence[tuple[Variable, Variable]],
+    index: GraphIndex | None = None,
+    dec: Decomposition | None = None,
+) -> Analysis:
+    """Find the row groups among `updates` (a mapping or ``(variable, value)`` pairs).
+
+    The lint passes the `index` and `dec` it has (of a graph that holds the
+    updates); the groups need the decomposition's terms, not their values.
+    """
     pairs = list(updates.items()) if isinstance(updates, Mapping) else list(updates)
-    index = GraphIndex.from_outputs([v for _, v in pairs])
+    if index is None:
+        index = GraphIndex.from_outputs([v for _, v in pairs])
     result = Analysis(index=index)
     if not index.scatters:
         return result
-    dec = decompose_graph(index)
+    if dec is None:
+        dec = decompose_graph(index)
     result.dec = dec
     dependent = scatter_dependent(index)
 
@@ -121,9 +131,16 @@ def analyse(updates: Mapping[Variable, Variable] | Sequence[tuple[Variable, Vari
             if g not in members:
                 members.append(g)
 
+    # Who reads each gradient, so a group's keys are found without a scan of every update.
+    position = {k: n for n, k in enumerate(reads)}
+    readers: dict[Variable, list[Variable]] = {}
+    for key, grads in reads.items():
+        for g in grads:
+            readers.setdefault(g, []).append(key)
+
     values = dict(pairs)
     for sources, grads in by_sources.items():
-        keys = [k for k, gs in reads.items() if any(g in grads for g in gs)]
+        keys = sorted({k for g in grads for k in readers[g]}, key=position.__getitem__)
         table = _table_of(sources, keys)
         keys.sort(key=lambda k: k is not table)
         try:

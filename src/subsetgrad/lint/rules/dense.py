@@ -100,7 +100,7 @@ def _row_wise_updates(program: Program, linear: set[Variable]) -> Iterator[Table
         for table, value in program.updates
     ):
         return
-    analysis = analyse(program.updates)
+    analysis = analyse(program.updates, program.index, program.decomposition)
     if analysis.dec is None:
         return
     for group in analysis.groups:
