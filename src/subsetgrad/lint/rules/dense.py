@@ -54,10 +54,9 @@ class TableUpdate:
     table: Variable
     value: Variable
     # The pure-scatter gradient variables the update reads: where to look for other uses.
+    # The value itself for a linear update; for one nonlinear in the gradient
+    # (``clip(g)``), the gradients `SparseState` would sum per row.
     grads: tuple[Variable, ...]
-    # Nonlinear in the gradient (``clip(g)``, ``sign(g)``), so the rewrite computes it
-    # row by row (`SparseState`) rather than as increments (`SubsetUpdate`).
-    row_wise: bool = False
 
 
 def table_updates(program: Program) -> list[TableUpdate]:
@@ -113,7 +112,7 @@ def _row_wise_updates(program: Program, linear: set[Variable]) -> Iterator[Table
             or changed_at_zero(group, dependent) is not None
         ):
             continue
-        yield TableUpdate(table, group.values[table], group.grads, row_wise=True)
+        yield TableUpdate(table, group.values[table], group.grads)
 
 
 def dense_uses(

@@ -514,11 +514,11 @@ def set_with_duplicate_indices(program: Program, r: Rule) -> Iterator[Finding]:
 
 
 def _differs_at_repeats(write: Apply, rows: set[Variable]) -> bool:
-    """Whether copies of one repeated row may write different values computed from it.
+    """Whether a set at a repeated row loses the other copies' contributions.
 
     So when the written value adds to the rows (``rows - lr * g``), or combines
-    them with something that differs from one position of the index to the next
-    and is not a function of the rows alone (``rows * exp(-lr * g)``).
+    them with each position's own contribution (``rows * exp(-lr * g)``, see
+    `_mixes_in`).
     """
     value = write.inputs[1]
     return _adds_to(value, rows) or _mixes_in(value, rows, advanced_axes(index_of(write)))
