@@ -43,16 +43,21 @@ NAME = "lint"
 TARGET_SECONDS_AT_100K = 1.0
 
 
+def _own_cost(k: int, idx: Any) -> tuple[Any, Any, Any]:
+    """Table `k`, its cost over two lookups, and the cost's full-table gradient."""
+    W = pytensor.shared(np.zeros((50, 4)), name=f"W{k}")
+    rows = W[idx]
+    cost = (pt.tanh(rows) ** 2).sum() + (rows * W[idx[::-1]]).sum()
+    return W, cost, pytensor.grad(cost, W)
+
+
 def build(n_tables: int) -> tuple[list[Any], dict[Any, Any]]:
     idx = pt.lvector("idx")
     outputs: list[Any] = []
     updates: dict[Any, Any] = {}
     for k in range(n_tables):
-        W = pytensor.shared(np.zeros((50, 4)), name=f"W{k}")
+        W, cost, g = _own_cost(k, idx)
         acc = pytensor.shared(np.zeros((50, 4)), name=f"acc{k}")
-        rows = W[idx]
-        cost = (pt.tanh(rows) ** 2).sum() + (rows * W[idx[::-1]]).sum()
-        g = pytensor.grad(cost, W)
         new_acc = 0.9 * acc + 0.1 * g**2
         updates[acc] = new_acc
         updates[W] = W - 0.01 * g / pt.sqrt(new_acc + 1e-6)
@@ -99,10 +104,7 @@ def build_rowwise(n_tables: int) -> tuple[list[Any], dict[Any, Any]]:
     outputs: list[Any] = []
     updates: dict[Any, Any] = {}
     for k in range(n_tables):
-        W = pytensor.shared(np.zeros((50, 4)), name=f"W{k}")
-        rows = W[idx]
-        cost = (pt.tanh(rows) ** 2).sum() + (rows * W[idx[::-1]]).sum()
-        g = pytensor.grad(cost, W)
+        W, cost, g = _own_cost(k, idx)
         updates[W] = W - (0.01 * pt.clip(g, -1.0, 1.0) if k % 2 else 0.001 * pt.sign(g))
         outputs.append(cost)
     return outputs, updates
