@@ -150,6 +150,18 @@ def check(args: argparse.Namespace) -> int:
         findings, files=outcome.files, config=config, select=select, ignore=ignore
     )
     sys.stdout.write(emit.FORMATS[args.format](findings))
+    # On stderr, like ruff's notices: stdout stays the findings, in any format.
+    for stop in outcome.stops:
+        where = (
+            f"{emit.display_path(stop.location.path)}:{stop.location.line}"
+            if stop.location
+            else stop.target.label
+        )
+        print(
+            f"subsetgrad check: note: stopped at {where}, the first call of a compiled "
+            "function; functions compiled after it are not checked (--run checks the rest)",
+            file=sys.stderr,
+        )
     return 1 if report.failing(findings) and not args.exit_zero else 0
 
 

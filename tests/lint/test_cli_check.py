@@ -106,6 +106,71 @@ def test_stops_at_the_first_call_unless_run(
     assert (project / "trained.txt").read_text() == "done"
 
 
+# A second table compiled after the training loop: checked only with --run.
+LATER = TRAIN.replace('open("trained.txt", "w").write("done")\n', "") + textwrap.dedent(
+    """\
+    V = pytensor.shared(np.ones((1000, 8)), name="V")
+    h = pytensor.grad((V[idx] ** 2).sum(), V)
+    evaluate = pytensor.function([idx], [], updates={V: V - 0.1 * h}, mode="FAST_COMPILE")
+    """
+)
+NOTE = (
+    "subsetgrad check: note: stopped at {where}, the first call of a compiled function; "
+    "functions compiled after it are not checked (--run checks the rest)\n"
+)
+
+
+def test_an_early_stop_is_one_note_on_stderr(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "later.py").write_text(LATER)
+    code, out, err = run(capsys, "later.py")
+    assert code == 1 and "later.py:15:1: SG101" not in out
+    assert out.rstrip().endswith("Found 2 findings (2 warning).")
+    assert err == NOTE.format(where="later.py:12")  # the call in the loop
+    code, out, err = run(capsys, "later.py", "--run")
+    assert code == 1 and "later.py:15:1: SG101" in out and err == ""
+
+
+def test_the_note_names_the_innermost_call_in_the_users_code(
+    project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = TRAIN.replace(
+        "for _ in range(3):\n    step(np.array([1, 2, 2]))\n",
+        "def train():\n    step(np.array([1, 2, 2]))\n\n\ntrain()\n",
+    )
+    (project / "nested.py").write_text(source)
+    elsewhere = project / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    _, _, err = run(capsys, "../nested.py")
+    # Paths below the working directory are shown relative, others as they are.
+    assert err == NOTE.format(where=f"{project.resolve() / 'nested.py'}:12")
+
+
+@pytest.mark.parametrize("fmt", ["json", "sarif", "github"])
+def test_the_note_leaves_machine_formats_valid(
+    project: Path, capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    code, out, err = run(capsys, "train.py", "--format", fmt)
+    assert code == 1 and err == NOTE.format(where="train.py:12")
+    if fmt == "github":
+        assert all(line.startswith("::warning ") for line in out.splitlines())
+    else:
+        json.loads(out)
+
+
+def test_one_note_per_target_stopped(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Not `models`: a package a target imported stays in sys.modules.
+    pkg = project / "stopped"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "train.py").write_text(TRAIN)
+    code, _, err = run(capsys, "clean.py", "-m", "stopped.train")
+    assert code == 1 and err == NOTE.format(where="stopped/train.py:12")
+    assert run(capsys, "clean.py") == (0, "All checks passed!\n", "")
+
+
 def test_module_and_factory_targets(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pkg = project / "models"
     pkg.mkdir()

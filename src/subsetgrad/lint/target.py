@@ -3,7 +3,8 @@
 A target is a Python file, a module (``-m pkg.mod``) or ``module:callable`` (a
 factory returning a compiled function, outputs, or updates). A script that goes
 on to train is stopped, cleanly, at the first call of a compiled function,
-unless `run_fully` is set.
+unless `run_fully` is set; `Outcome.stops` says where, so that the command
+line can say what was not run.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from typing import Any
 
 from pytensor.graph.basic import Variable
 
+from subsetgrad.lint.findings import Location
 from subsetgrad.lint.program import Program
 from subsetgrad.lint.recorder import Recording, record
-from subsetgrad.lint.source import is_user_file
+from subsetgrad.lint.source import absolute, is_user_file
 
 
 class TargetError(Exception):
@@ -48,6 +50,14 @@ class Target:
         return Path(self.spec).resolve().parent if self.kind == "file" else Path.cwd()
 
 
+@dataclass(frozen=True)
+class Stop:
+    """A target stopped at its first call of a compiled function, at `location`."""
+
+    target: Target
+    location: Location | None
+
+
 @dataclass
 class Outcome:
     recording: Recording
@@ -55,7 +65,12 @@ class Outcome:
     returned: list[Program] = field(default_factory=list)
     # Python files the target ran, for suppression comments.
     files: list[str] = field(default_factory=list)
-    stopped_early: bool = False
+    # Where each target stopped early: the first call of a compiled function.
+    stops: list[Stop] = field(default_factory=list)
+
+    @property
+    def stopped_early(self) -> bool:
+        return bool(self.stops)
 
 
 def parse(paths: Sequence[str], modules: Sequence[str]) -> list[Target]:
@@ -75,9 +90,10 @@ def run(targets: Sequence[Target], *, run_fully: bool = False) -> Outcome:
         for target in targets:
             before = rec.compiled
             returned_before = len(outcome.returned)
-            with _stop_at_first_call(enabled=not run_fully) as stopped:
+            with _stop_at_first_call(enabled=not run_fully) as calls:
                 _run_one(target, outcome)
-            outcome.stopped_early |= stopped[0]
+            if calls:
+                outcome.stops.append(Stop(target, calls[0]))
             if rec.compiled == before and len(outcome.returned) == returned_before:
                 raise TargetError(f"{target.label}: built no PyTensor graph (nothing was compiled)")
     return outcome
@@ -181,25 +197,39 @@ def _script_context(script: str | None, argv: list[str]) -> Iterator[None]:
 
 
 @contextmanager
-def _stop_at_first_call(*, enabled: bool) -> Iterator[list[bool]]:
-    """While enabled, calling any compiled PyTensor function ends the run."""
-    stopped = [False]
+def _stop_at_first_call(*, enabled: bool) -> Iterator[list[Location | None]]:
+    """While enabled, calling any compiled PyTensor function ends the run.
+
+    Yields the list of where such calls were made (a target that catches
+    BaseException may go on to call again; the first is where it stopped).
+    """
+    calls: list[Location | None] = []
     if not enabled:
-        yield stopped
+        yield calls
         return
     from pytensor.compile.executor import Function
 
     original = Function.__call__
 
     def stop(self: Any, *args: Any, **kwargs: Any) -> Any:
-        stopped[0] = True
+        calls.append(_call_site())
         raise _StopRun
 
     Function.__call__ = stop
     try:
-        yield stopped
+        yield calls
     finally:
         Function.__call__ = original
+
+
+def _call_site() -> Location | None:
+    """The user's line that called the compiled function (from inside `stop`)."""
+    stack = traceback.extract_stack()[:-2]  # without `_call_site` and `stop`
+    for frame in reversed(stack):
+        if is_user_file(frame.filename):
+            return Location(absolute(frame.filename), frame.lineno or 0)
+    # No user frame (a target installed as a package): its direct caller.
+    return Location(absolute(stack[-1].filename), stack[-1].lineno or 0) if stack else None
 
 
 def _program_from(result: Any) -> Program | None:
