@@ -194,6 +194,31 @@ def test_info_findings_do_not_fail(pytester: pytest.Pytester) -> None:
     )
 
 
+def test_the_last_line_counts_what_the_block_shows_and_which_fail(
+    pytester: pytest.Pytester,
+) -> None:
+    # One finding fails the run (the rewrite is off), one is info (it is on).
+    rewritten = make_test("test_rewritten", "dense").replace(
+        'mode="FAST_COMPILE"', 'mode=subsetgrad.mode("FAST_COMPILE")'
+    )
+    rewritten = rewritten.replace("    assert step(", "    KEEP.append(step)\n    assert step(")
+    source = IMPORTS + "import subsetgrad\n\nKEEP = []\n" + make_test("test_dense", "dense")
+    source += rewritten
+    pytester.makepyfile(test_mixed=source)
+    result = run(pytester, "--subsetgrad")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        [
+            "*= subsetgrad =*",
+            finding("test_mixed.py", compile_line(source), "SG101") + "dense scatter*",
+            finding("test_mixed.py", compile_line(source, "def test_rewritten"), "SG101 ?info?")
+            + "*",
+            "Found 2 findings (1 warning, 1 info).",
+            "*= 2 passed, 2 subsetgrad findings (1 failing) in *",
+        ]
+    )
+
+
 def test_a_rewritten_function_collected_at_teardown_stays_info(pytester: pytest.Pytester) -> None:
     # Whether the rewrite ran is known only while the compiled graph lives; the
     # plugin reads it at the end of the call phase, before teardown collects it.
