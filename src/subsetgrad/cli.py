@@ -169,16 +169,27 @@ def check(args: argparse.Namespace) -> int:
 # rules / rule CODE
 # --------------------------------------------------------------------------- #
 def _rules_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument(
+        "--format",
+        choices=("text", "json", "markdown"),
+        default="text",
+        help="text: one line per rule; json: a list of records; markdown: the whole rule "
+        "reference, every rule's documentation (docs/rules.md is this output)",
+    )
 
 
 def rules(args: argparse.Namespace) -> int:
-    """List every rule: code, name, default severity and summary."""
+    """List every rule: code, name, default severity and summary (or the whole reference)."""
     import json
 
     from subsetgrad.lint.registry import RULES
     from subsetgrad.lint.rules import dense  # noqa: F401  (registers every rule)
 
+    if args.format == "markdown":
+        from subsetgrad.lint.docs import markdown
+
+        sys.stdout.write(markdown())
+        return 0
     if args.format == "json":
         print(
             json.dumps(

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import difflib
+import re
 from pathlib import Path
 
 import pytest
 
+from subsetgrad import cli
+from subsetgrad.lint import docs
 from subsetgrad.lint.registry import DOC_SECTIONS, RULES, Rule
 from tests.lint.conftest import run_source
+
+REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "rules.md"
 
 CHECKED = [r for r in RULES.values() if r.check is not None]
 
@@ -48,3 +54,65 @@ def test_unused_suppression_docs(
         assert cli.main(["check", "snippet.py", "--format", "json"]) == expected
         out = capsys.readouterr().out
         assert ('"SG901"' in out) == bool(expected)
+
+
+# -- the rule reference, docs/rules.md ---------------------------------------------------------
+def test_the_committed_reference_is_the_commands_output(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["rules", "--format", "markdown"]) == 0
+    generated = capsys.readouterr().out
+    committed = REFERENCE.read_text() if REFERENCE.is_file() else ""
+    if committed != generated:
+        diff = difflib.unified_diff(
+            committed.splitlines(),
+            generated.splitlines(),
+            "docs/rules.md",
+            "generated",
+            n=1,
+            lineterm="",
+        )
+        pytest.fail(
+            f"docs/rules.md is stale; regenerate it from the repository root with "
+            f"`{docs.COMMAND}`\n" + "\n".join(list(diff)[:40]),
+            pytrace=False,
+        )
+
+
+def test_the_reference_says_it_is_generated_and_by_what() -> None:
+    first = docs.markdown().splitlines()[0]
+    assert first.startswith("<!--") and first.endswith("-->")
+    assert "subsetgrad rules --format markdown > docs/rules.md" in first
+
+
+def test_the_reference_has_every_rule_and_its_links_resolve() -> None:
+    page = docs.markdown()
+    headings = re.findall(r"^## (SG\d{3}) (\S+)$", page, re.M)
+    assert headings == sorted((r.code, r.name) for r in RULES.values())
+    # GitHub's anchor for a heading: lower case, spaces as hyphens.
+    anchors = {f"{code} {name}".lower().replace(" ", "-") for code, name in headings}
+    links = re.findall(r"\]\(#([^)]+)\)", page)
+    assert sorted(links) == sorted(anchors)
+    for r in RULES.values():
+        assert f"- Fix: {r.hint}\n" in page
+        assert r.snippet("Example") in page and r.snippet("Use instead") in page
+
+
+def test_the_reference_nests_doc_headings_and_leaves_code_alone() -> None:
+    rule = Rule(
+        "SG999",
+        "made-up",
+        "A summary | with a bar.",
+        "A hint.",
+        RULES["SG101"].severity,
+        "## What it does\nText.\n\n## Example\n```python\n# a comment, not a heading\nx = 1\n```",
+        None,
+        default_enabled=False,
+    )
+    page = docs.markdown([rule])
+    assert "\n### What it does\n" in page and "\n### Example\n" in page
+    assert "\n# a comment, not a heading\n" in page
+    assert "| [SG999](#sg999-made-up) | made-up | warning | off | A summary \\| with a bar. |" in (
+        page
+    )
+    assert "disabled (enable it with `select`) by default" in page
