@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,37 @@ def test_demo_is_dispatched_with_defaults() -> None:
     args = cli.build_parser().parse_args(["demo"])
     assert args.handler is cli.demo
     assert (args.steps, args.batch, args.mode, args.seed) == (300, 256, "NUMBA", 0)
+
+
+def test_example_prints_the_bundled_script(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["example"]) == 0
+    shipped = Path(cli.__file__).parent / "examples" / cli.EXAMPLE
+    assert capsys.readouterr().out == shipped.read_text()
+    assert cli.main(["example", "--help"]) == 0
+    assert f"subsetgrad check {cli.EXAMPLE}" in capsys.readouterr().out
+
+
+def test_the_example_has_one_finding_and_the_fix_its_docstring_names_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["example"]) == 0
+    source = capsys.readouterr().out
+    compile_line = (
+        "step = pytensor.function([ids, score], cost, updates={E: E - 2.0 * g_E, w: w - 0.1 * g_w})"
+    )
+    assert compile_line in source and "``mode=subsetgrad.mode()``" in source
+    (tmp_path / "example.py").write_text(source)
+    assert cli.main(["check", "example.py", "--format", "json"]) == 1
+    line = source.splitlines().index(compile_line) + 1
+    found = [(f["code"], f["severity"], f["line"]) for f in json.loads(capsys.readouterr().out)]
+    assert found == [("SG101", "warning", line)]
+    fixed = source.replace("import pytensor\n", "import pytensor\nimport subsetgrad\n", 1)
+    fixed = fixed.replace(compile_line, compile_line[:-1] + ", mode=subsetgrad.mode())")
+    (tmp_path / "example.py").write_text(fixed)
+    assert cli.main(["check", "example.py", "--format", "json"]) == 0
+    found = [(f["code"], f["severity"], f["line"]) for f in json.loads(capsys.readouterr().out)]
+    assert found == [("SG101", "info", line + 1)]
 
 
 def test_cli_module_does_not_import_pytensor_at_top_level() -> None:

@@ -233,6 +233,27 @@ def rule(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- #
+# example
+# --------------------------------------------------------------------------- #
+EXAMPLE = "train_embeddings.py"
+
+
+def _example_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = (
+        f"save it and check it:\n  subsetgrad example > {EXAMPLE}\n  subsetgrad check {EXAMPLE}"
+    )
+
+
+def example(args: argparse.Namespace) -> int:
+    """Print the bundled example script (shipped in the package, in subsetgrad/examples)."""
+    from importlib.resources import files
+
+    sys.stdout.write(files("subsetgrad.examples").joinpath(EXAMPLE).read_text())
+    return 0
+
+
+# --------------------------------------------------------------------------- #
 # The table of subcommands
 # --------------------------------------------------------------------------- #
 #: name -> (one-line help, adds the subcommand's arguments, runs it and returns the exit code)
@@ -246,6 +267,11 @@ COMMANDS: dict[
     ),
     "rules": ("list every lint rule", _rules_arguments, rules),
     "rule": ("print the documentation of one rule", _rule_arguments, rule),
+    "example": (
+        "print a small training script with one known finding, to try 'subsetgrad check' on",
+        _example_arguments,
+        example,
+    ),
     "demo": (
         "train a small embedding model dense and rewritten; compare speed and results",
         _demo_arguments,

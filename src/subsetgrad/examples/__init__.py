@@ -1,0 +1,1 @@
+"""Example scripts that ship with subsetgrad; ``subsetgrad example`` prints one."""
