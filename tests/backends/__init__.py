@@ -1,0 +1,1 @@
+"""Tests of the per-backend support for in-place subset updates."""
