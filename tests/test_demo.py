@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from types import ModuleType
 
@@ -99,3 +104,80 @@ def test_report(result: demo.DemoResult) -> None:
 def test_unknown_mode() -> None:
     with pytest.raises(ValueError, match="unknown PyTensor mode"):
         demo.run_demo(steps=1, batch=1, mode="NO_SUCH_MODE")
+
+
+# --------------------------------------------------------------------------- #
+# ./dev demo: what it installs
+# --------------------------------------------------------------------------- #
+def test_the_demo_runs_without_the_test_extra() -> None:
+    """`./dev demo` installs no extras: the demo loads no package the test extra names."""
+    code = textwrap.dedent(
+        """\
+        import re, sys, tomllib
+        from importlib.metadata import packages_distributions
+        from subsetgrad.cli import main
+
+        assert main(["demo", "--steps", "1", "--batch", "4"]) == 0
+        norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()
+        pyproject = tomllib.loads(open(sys.argv[1], "rb").read().decode())
+        extra = pyproject["project"]["optional-dependencies"]["test"]
+        names = {norm(re.split(r"[^A-Za-z0-9._-]", r, maxsplit=1)[0]) for r in extra}
+        owners = packages_distributions()
+        loaded = {m.split(".")[0] for m in list(sys.modules)}
+        print(sorted(m for m in loaded if {norm(d) for d in owners.get(m, ())} & names))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(ROOT / "pyproject.toml")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.splitlines()[-1] == "[]"
+
+
+FAKE_PYTHON = """#!/usr/bin/env bash
+echo "python $*" >> "$DEV_LOG"
+"""
+FAKE_SUBSETGRAD = """#!/usr/bin/env bash
+echo "subsetgrad $*" >> "$DEV_LOG"
+"""
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="./dev is a bash script")
+def test_dev_installs_the_extras_each_job_needs_once(tmp_path: Path) -> None:
+    """`./dev` with a stand-in venv whose python and subsetgrad log their arguments."""
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(ROOT / "dev", project / "dev")
+    (project / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    for name, text in [("python", FAKE_PYTHON), ("subsetgrad", FAKE_SUBSETGRAD)]:
+        (venv / "bin" / name).write_text(text)
+        (venv / "bin" / name).chmod(0o755)
+    log = tmp_path / "log"
+    env = {**os.environ, "SUBSETGRAD_VENV": str(venv), "DEV_LOG": str(log)}
+
+    def dev(*args: str) -> list[str]:
+        """Run ./dev; the packages each `pip install -e` asked for, and what ran after."""
+        log.write_text("")
+        subprocess.run(["bash", str(project / "dev"), *args], env=env, check=True)
+        calls = log.read_text().splitlines()
+        specs = [c.split(" -e ", 1)[1] for c in calls if " pip install " in c and " -e " in c]
+        return [*specs, calls[-1]]
+
+    # No extras for the demo: a valid spec, not ".[]".
+    assert dev("demo", "--help") == [".", "subsetgrad demo --help"]
+    assert dev("demo") == ["subsetgrad demo"]
+    # The test extra is installed when the tests run after the demo ...
+    assert dev("test", "-q") == [".[test]", "python -m pytest -q"]
+    assert dev("test") == ["python -m pytest"]
+    # ... and is enough for the demo, as a superset of extras is for the tests.
+    assert dev("demo") == ["subsetgrad demo"]
+    assert dev("test-backends") == [".[test,backends]", "python -m pytest -m backends"]
+    assert dev("test") == ["python -m pytest"]
+    # A changed pyproject.toml reinstalls, with the extras the job needs.
+    (project / "pyproject.toml").write_text("[project]\nname = 'y'\n")
+    assert dev("demo") == [".", "subsetgrad demo"]
+    assert dev("test") == [".[test]", "python -m pytest"]
