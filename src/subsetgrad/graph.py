@@ -27,6 +27,7 @@ from pytensor.graph.basic import Apply, Constant, Variable
 from pytensor.graph.fg import FunctionGraph
 from pytensor.tensor.basic import Alloc, ARange, get_underlying_scalar_constant_value
 from pytensor.tensor.elemwise import DimShuffle, Elemwise
+from pytensor.tensor.shape import Shape, Shape_i
 from pytensor.tensor.subtensor import (
     AdvancedIncSubtensor,
     AdvancedSubtensor,
@@ -971,6 +972,21 @@ def ancestors(
                 stack.append(i)
 
 
+def value_inputs(node: Apply) -> Sequence[Variable]:
+    """The inputs whose values `node` reads, not only their shapes.
+
+    ``Shape(W)`` and ``Shape_i(W)`` read no value of ``W``; ``second(x, y)``
+    fills `y` into the shape of `x`.
+    """
+    op = node.op
+    inputs: Sequence[Variable] = node.inputs
+    if isa(op, (Shape, Shape_i)):
+        return ()
+    if isa(getattr(op, "scalar_op", None), (ps.Second,)):
+        return inputs[1:]
+    return inputs
+
+
 def row_local(var: Variable, like: Variable) -> bool:
     """Each element of `var` is computed from the same element of its table-shaped inputs.
 
@@ -991,7 +1007,7 @@ def row_local(var: Variable, like: Variable) -> bool:
     return role is _ELEMWISE
 
 
-# What `row_local` and `_algebra_key` need to know of an op, by its class (a
+# What `row_local` needs to know of an op, by its class (a
 # dict lookup: `isinstance` against PyTensor's ABCs is slow in these walks).
 _ELEMWISE, _DIMSHUFFLE, _OTHER = "elemwise", "dimshuffle", "other"
 _ROLES: dict[type, str] = {}
@@ -1171,17 +1187,17 @@ def _algebra_key(
     """A structural key for the expression from the scatters (and leaves) up to `value`.
 
     Leaves are named by role: the state, a scatter, a constant by value, any
-    other variable by type and order of first appearance. A variable that
+    other graph input by type and order of first appearance. A variable that
     depends on the scatters other than row by row (`row_local`) is a leaf too,
-    and is added to `opaque`. Elementwise nodes off
-    the scatters' paths are expanded too: the simplifier sees through them, so
-    ``0.9 * acc`` and ``1.0 * acc`` must not share a key.
+    and is added to `opaque`: the simplifier sees an unknown there. Every other
+    node is expanded, down to the graph's inputs, whatever its op: the
+    simplifier sees through all of them (``alloc(c, ...)``, ``0.9 * acc``), so
+    two graphs share a key only when it sees the same expression.
     """
     # Every variable the walk is done with has a name.
     names: dict[Variable, Hashable] = {}
     parts: list[Hashable] = []
-    # Post-order over the nodes between the leaves and `value`; nodes that do
-    # not reach a scatter are leaves too, so the walk stays within the algebra.
+    # Post-order over the nodes between the leaves and `value`.
     # A variable under `_NAME_NEXT` on the stack is named once its inputs are.
     stack: list[Any] = [value]
     pop, push = stack.pop, stack.append
@@ -1197,12 +1213,7 @@ def _algebra_key(
         if var in names:
             continue
         node = var.owner
-        if (
-            node is None
-            or var is state
-            or var in scatters
-            or (var not in dependent and _role(node.op) is _OTHER)
-        ):
+        if node is None or var is state or var in scatters:
             names[var] = _leaf_name(var, state, scatters, len(names))
             continue
         if var in dependent and not row_local(var, state):

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from subsetgrad.lint import rules as _rules  # noqa: F401  (registers every rule)
+from subsetgrad.lint import source
 from subsetgrad.lint.findings import Finding
 from subsetgrad.lint.program import Program
 from subsetgrad.lint.registry import RULES, select_codes
@@ -20,6 +21,7 @@ def analyse(
 ) -> list[Finding]:
     """Findings of the selected rules, de-duplicated and sorted by place."""
     found: dict[tuple[object, ...], Finding] = {}
+    source.refresh()
     with _no_gc():
         for code in sorted(select_codes(select, ignore)):
             r = RULES[code]

@@ -87,6 +87,12 @@ def _location_at(path: str, lineno: int) -> Location:
     return Location(path, lineno, _column(path, lineno))
 
 
+def refresh() -> None:
+    """Forget the source lines read so far: a file may have changed since the last check."""
+    _location_at.cache_clear()
+    linecache.checkcache()
+
+
 def _column(filename: str, lineno: int) -> int:
     """1-based column of the line's first character (traces keep the line stripped)."""
     text = linecache.getline(filename, lineno)

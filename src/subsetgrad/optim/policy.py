@@ -8,12 +8,10 @@ from typing import Any
 
 import numpy as np
 import pytensor
-import pytensor.scalar as ps
 import pytensor.tensor as pt
 from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Variable
 from pytensor.graph.replace import graph_replace
-from pytensor.tensor.shape import Shape, Shape_i
 
 from subsetgrad.graph import (
     GraphIndex,
@@ -21,6 +19,7 @@ from subsetgrad.graph import (
     index_of,
     materialize,
     scatter_dependent,
+    value_inputs,
 )
 from subsetgrad.optim.catchup import plan_catch_up
 from subsetgrad.optim.rows import (
@@ -62,17 +61,34 @@ class SparseUpdates:
     #: Catch-up: each lookup ``W[idx]`` of a table that moves at zero gradient, and
     #: its rows caught up to this step, which the updates read in its place.
     lookups: dict[Variable, Variable] = field(default_factory=dict)
+    #: Catch-up: the tables and states whose rows outside the batch are behind.
+    moving: frozenset[Variable] = frozenset()
+    #: Catch-up: the reads of their batch rows that the catch-up starts from.
+    gathered: frozenset[Variable] = frozenset()
 
     def fresh(self, outputs: Variable | Sequence[Variable]) -> Any:
         """`outputs` (a loss, say) computed from caught-up rows, as the updates are.
 
         With ``policy="catchup"``, an output that reads ``W[idx]`` compiled next to
-        ``.updates`` otherwise sees the rows as they were last written.
+        ``.updates`` otherwise sees the rows as they were last written. Raises
+        `SparseUpdateError` when an output reads such a table other than by
+        looking up the batch's rows (``(W**2).sum()``): those rows are behind.
         """
-        if not self.lookups:
+        if not self.lookups and not self.moving:
             return outputs
         single = isinstance(outputs, Variable)
-        outs = graph_replace([outputs] if single else list(outputs), self.lookups, strict=False)
+        outs = [outputs] if single else list(outputs)
+        if self.lookups:
+            outs = graph_replace(outs, self.lookups, strict=False)
+        for out in outs:
+            stale = self.moving & _values_read(out, set(self.gathered))
+            if stale:
+                names = ", ".join(sorted(describe(v) for v in stale))
+                raise SparseUpdateError(
+                    f"policy 'catchup' cannot make this output fresh: it reads {names} "
+                    "other than by looking up the batch's rows, and rows outside the "
+                    "batch are only caught up when looked up or flushed"
+                )
         return outs[0] if single else outs
 
 
@@ -118,6 +134,8 @@ def sparse_updates(updates: Updates, policy: str = "exact") -> SparseUpdates:
         step = pytensor.shared(np.int64(0), name="subsetgrad_step")
     assert analysis.dec is not None
     lookups: dict[Variable, Variable] = {}
+    moving: set[Variable] = set()
+    gathered: set[Variable] = set()
     for group in analysis.groups:
         linear = linear_without_state(group, analysis.dec)
         if linear is not None:
@@ -132,7 +150,9 @@ def sparse_updates(updates: Updates, policy: str = "exact") -> SparseUpdates:
         if step is None:
             values = row_values(group, rows)
         else:
-            values = _catch_up_step(group, rows, step, new, flush, analysis.index, lookups)
+            values = _catch_up_step(
+                group, rows, step, new, flush, analysis.index, lookups, moving, gathered
+            )
         for key in group.keys:
             new[key] = write_rows(key, rows, values[key])
         tables[group.table] = group.states
@@ -140,7 +160,9 @@ def sparse_updates(updates: Updates, policy: str = "exact") -> SparseUpdates:
         new = dict(zip(new, graph_replace(list(new.values()), lookups, strict=False), strict=True))
     if step is not None:
         new[step] = step + 1
-    return SparseUpdates(new, flush, policy, tables, step, lookups)
+    return SparseUpdates(
+        new, flush, policy, tables, step, lookups, frozenset(moving), frozenset(gathered)
+    )
 
 
 def _require_identity(group: RowGroup, dependent: set[Variable]) -> None:
@@ -162,6 +184,8 @@ def _catch_up_step(
     flush: dict[Variable, Variable],
     index: GraphIndex,
     lookups: dict[Variable, Variable],
+    moving: set[Variable],
+    gathered_all: set[Variable],
 ) -> dict[Variable, Variable]:
     try:
         plan = plan_catch_up(group, new)
@@ -181,6 +205,8 @@ def _catch_up_step(
     fresh = _fresh_lookups(table, rows, caught[0], index) if table in plan.moving else {}
     _require_fresh_reads(group, plan.moving, new, fresh, set(gathered))
     lookups.update(fresh)
+    moving.update(plan.moving)
+    gathered_all.update(gathered)
     values = row_values(group, rows, dict(zip(keys, caught, strict=True)))
     new[last] = pt.set_subtensor(last[rows.rows], step + 1)
     flush.update(zip(keys, plan.flush(keys, step - last), strict=True))
@@ -241,11 +267,6 @@ def _values_read(value: Variable, stop: set[Variable]) -> set[Variable]:
         if var in seen:
             continue
         seen.add(var)
-        node = var.owner
-        if node is None or var in stop or isinstance(node.op, Shape | Shape_i):
-            continue
-        inputs = node.inputs
-        if isinstance(getattr(node.op, "scalar_op", None), ps.Second):
-            inputs = inputs[1:]  # second(x, y): y broadcast to x's shape
-        stack.extend(inputs)
+        if var.owner is not None and var not in stop:
+            stack.extend(value_inputs(var.owner))
     return seen

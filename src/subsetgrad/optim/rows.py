@@ -24,11 +24,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import pytensor.tensor as pt
 from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Apply, Constant, Variable
-from pytensor.graph.replace import graph_replace
+from pytensor.raise_op import CheckAndRaise
 from pytensor.tensor.elemwise import DimShuffle, Elemwise
 
 from subsetgrad.graph import (
@@ -44,6 +45,7 @@ from subsetgrad.graph import (
     mark_equal_writes,
     materialize,
     scatter_dependent,
+    value_inputs,
 )
 
 
@@ -268,12 +270,14 @@ def _build_group(
             _row_index(t)
     ndim = keys[0].type.ndim
     row_inputs: dict[Variable, None] = {}
+    whole: dict[Variable, None] = {}
     for key in keys:
         if key.type.ndim != ndim:
             raise RowUpdateError(
                 f"{describe(key)} has {key.type.ndim} dimensions, the table {ndim}"
             )
-        _walk_rowwise(values[key], set(grads), dependent, row_inputs, ndim)
+        _walk_rowwise(values[key], set(grads), dependent, row_inputs, whole, ndim)
+    _refuse_cross_row_reads(whole, {*keys, *row_inputs})
     return RowGroup(
         keys=tuple(keys),
         values={k: values[k] for k in keys},
@@ -289,12 +293,17 @@ def _walk_rowwise(
     grads: set[Variable],
     dependent: set[Variable],
     row_inputs: dict[Variable, None],
+    whole: dict[Variable, None],
     ndim: int,
 ) -> None:
     """Check that `value` is elementwise in the gradients and row-aligned inputs.
 
-    Collects the row-aligned inputs (not broadcast along the rows) in `row_inputs`.
-    Raises RowUpdateError naming the first op that mixes rows.
+    Collects the row-aligned inputs (not broadcast along the rows) in `row_inputs`,
+    and in `whole` the gradient-free values read whole rather than row by row:
+    those broadcast along the rows (a learning rate, ``W.sum()``) and those
+    computed by an op that is not elementwise (``W[::-1]``, ``M @ W``), which the
+    row step reads at the rows. Raises RowUpdateError naming the first op that
+    mixes the gradient's rows.
     """
     stack, seen = [value], {value}
     while stack:
@@ -306,6 +315,8 @@ def _walk_rowwise(
                 raise RowUpdateError(
                     f"its update reduces or reshapes the gradient ({_op_name(var, dependent)})"
                 )
+            if var.owner is not None:
+                whole[var] = None
             continue
         if var.type.broadcastable[0]:
             # Broadcast along the rows: the same for every row (a learning rate).
@@ -313,23 +324,77 @@ def _walk_rowwise(
                 raise RowUpdateError(
                     f"its update mixes rows: a {_op_name(var, dependent)} of the gradient"
                 )
+            if var.owner is not None:
+                whole[var] = None
             continue
         owner = var.owner
         if owner is None or isinstance(var, Constant | SharedVariable):
             row_inputs[var] = None
             continue
-        if not isinstance(owner.op, Elemwise) or len(owner.outputs) != 1:
+        if not _expands(var):
             if var in dependent:
                 raise RowUpdateError(
                     f"its update is not elementwise in the gradient ({type(owner.op).__name__})"
                 )
             # Computed by something else but independent of the gradient: read its rows.
             row_inputs[var] = None
+            whole[var] = None
             continue
         for inp in owner.inputs:
             if inp not in seen:
                 seen.add(inp)
                 stack.append(inp)
+
+
+def _expands(var: Variable) -> bool:
+    """Whether the row step rebuilds `var`'s node on the rows (a one-output Elemwise)."""
+    owner = var.owner
+    return (
+        owner is not None
+        and isinstance(owner.op, Elemwise)
+        and len(owner.outputs) == 1
+        and not isinstance(var, Constant | SharedVariable)
+    )
+
+
+def _refuse_cross_row_reads(whole: Iterable[Variable], row_read: set[Variable]) -> None:
+    """Raise RowUpdateError when a value read whole depends on what the step reads by rows.
+
+    ``W - lr * sign(g) * W.sum()`` reads the table across rows: the row step sees
+    only the looked-up rows of it, so such a step cannot be computed row by row.
+    """
+    for var in whole:
+        parent: dict[Variable, Variable] = {}
+        stack = list(value_inputs(var.owner)) if var.owner is not None else []
+        for i in stack:
+            parent[i] = var
+        while stack:
+            x = stack.pop()
+            if x in row_read:
+                raise RowUpdateError(
+                    f"its update reads {describe(x)} across rows "
+                    f"({_mixing_op(x, var, parent)}), not row by row"
+                )
+            if x.owner is not None:
+                for i in value_inputs(x.owner):
+                    if i not in parent:
+                        parent[i] = x
+                        stack.append(i)
+
+
+def _mixing_op(leaf: Variable, top: Variable, parent: Mapping[Variable, Variable]) -> str:
+    """The op nearest `leaf` on the path up to `top` that is not elementwise."""
+    var = leaf
+    while var is not top:
+        var = parent[var]
+        node = var.owner
+        if (
+            node is not None
+            and not isinstance(node.op, Elemwise)
+            and (not isinstance(node.op, DimShuffle) or var is top)
+        ):
+            return type(node.op).__name__
+    return type(top.owner.op).__name__ if top.owner is not None else "an input"
 
 
 def _op_name(var: Variable, dependent: set[Variable]) -> str:
@@ -381,11 +446,14 @@ class Rows:
         tail = [sorted_rows.shape[i] for i in range(1, sorted_rows.type.ndim)]
         out, start = {}, 0
         for index in self.indices:
-            size = index.size
-            part = unsorted[start : start + size]
-            out[index] = part.reshape((*[index.shape[i] for i in range(index.type.ndim)], *tail))
-            start = start + size
+            tensor = pt.as_tensor_variable(index)
+            part = unsorted[start : start + tensor.size]
+            out[index] = part.reshape((*[tensor.shape[i] for i in range(tensor.ndim)], *tail))
+            start = start + tensor.size
         return out
+
+
+_CHECK_ROWS = CheckAndRaise(IndexError, "index out of bounds for the rows of a lookup table")
 
 
 def touched_rows(group: RowGroup) -> Rows:
@@ -395,13 +463,19 @@ def touched_rows(group: RowGroup) -> Rows:
     n_rows = zeros.shape[0]
     tail = [zeros.shape[i] for i in range(1, zeros.type.ndim)]
     indices = [_row_index(group.terms[group.grads[0]][i]) for i in range(len(group.sources))]
-    flat = [i.flatten() if i.type.ndim != 1 else i for i in indices]
+    # A scalar index (``W[i]``) is a ScalarVariable in a basic Subtensor.
+    tensors = [pt.as_tensor_variable(i) for i in indices]
+    flat = [t if t.ndim == 1 else t.reshape((-1,)) for t in tensors]
     rows = flat[0] if len(flat) == 1 else pt.concatenate(flat)
     rows = pt.cast(rows, "int64")
-    # -V..-1 wrap to V-1..0; below -V stays out of range (V), and reading the table
-    # there fails, or not, as the dense scatter's out-of-range write does on the backend.
+    # Out of range raises here, as the dense scatter does where its backend checks
+    # bounds: the row step reads and writes the table itself, where an unchecked
+    # index (Numba's default) would be a silent write. -V..-1 wrap to V-1..0, and
+    # below -V goes to V, out of range, where JAX (which skips the check) drops the
+    # write, as it drops the dense scatter's.
+    in_range = pt.all(pt.ge(rows, -n_rows) & pt.lt(rows, n_rows))
     rows = pt.switch(pt.lt(rows, 0), rows + n_rows, rows)
-    rows = pt.switch(pt.lt(rows, 0), n_rows, rows)
+    rows = _CHECK_ROWS(pt.switch(pt.lt(rows, 0), n_rows, rows), in_range)
     n = rows.shape[0]
     order = pt.argsort(rows * n + pt.arange(n, dtype="int64"))
     s = mark_equal_writes(rows[order])
@@ -412,15 +486,15 @@ def touched_rows(group: RowGroup) -> Rows:
     summed: dict[Variable, Variable] = {}
     for g in group.grads:
         parts = []
-        for term, index in zip(group.terms[g], indices, strict=True):
+        for term, index in zip(group.terms[g], tensors, strict=True):
             values = materialize(term.values)
-            full = (*[index.shape[i] for i in range(index.type.ndim)], *tail)
+            full = (*[index.shape[i] for i in range(index.ndim)], *tail)
             values = (
                 pt.broadcast_to(values, full)
                 if values.type.ndim != len(full) or any(values.type.broadcastable)
                 else values
             )
-            parts.append(values.reshape((-1, *tail)) if index.type.ndim != 1 else values)
+            parts.append(values.reshape((-1, *tail)) if index.ndim != 1 else values)
         flat_values = parts[0] if len(parts) == 1 else pt.concatenate(parts)
         # Lengths from the index alone: a shape check between the index and the values
         # would be an Assert, which PyTensor's PyTorch backend cannot run.
@@ -437,18 +511,48 @@ def row_values(
 
     `inputs_at_rows` overrides what a row input reads at the rows (the catch-up
     policy passes caught-up state); by default ``input[rows]``.
+
+    The elementwise nodes between the gradients and the values are made anew on
+    the rows, so every type is inferred from the rows' shapes: the table's static
+    shape (V rows) never reaches them. What is read whole stays as it is.
     """
-    replace: dict[Variable, Variable] = {x: x[rows.rows] for x in group.row_inputs}
+    at_rows: dict[Variable, Variable] = {x: x[rows.rows] for x in group.row_inputs}
     if inputs_at_rows:
-        replace.update(inputs_at_rows)
-    replace.update(rows.grads)
-    # graph_replace, not clone_replace: that would also copy the replacements'
-    # graphs, and with them the user's lookups (a duplicated lookup to the lint).
-    outs = graph_replace([group.values[k] for k in group.keys], replace=replace, strict=False)
+        at_rows.update(inputs_at_rows)
+    at_rows.update(rows.grads)
     result = {}
-    for key, out in zip(group.keys, outs, strict=True):
+    for key in group.keys:
+        out = _on_rows(group.values[key], at_rows)
         result[key] = pt.cast(out, key.type.dtype) if out.type.dtype != key.type.dtype else out
     return result
+
+
+def _on_rows(value: Variable, at_rows: dict[Variable, Variable]) -> Variable:
+    """`value` rebuilt with each variable in `at_rows` read as its rows (memoised there).
+
+    Mirrors `_walk_rowwise`: it expands the elementwise nodes, and every other
+    variable is either in `at_rows` or read whole (broadcast along the rows).
+    """
+    ndim = value.type.ndim
+    stack: list[Any] = [value]
+    while stack:
+        var = stack.pop()
+        if var is _BUILD:
+            var = stack.pop()
+            node = var.owner
+            inputs = [at_rows.get(i, i) for i in node.inputs]
+            at_rows[var] = node.op.make_node(*inputs).outputs[var.index]
+            continue
+        if var in at_rows or not _expands(var) or var.type.ndim != ndim:
+            continue
+        if var.type.broadcastable[0]:
+            continue
+        stack.extend((var, _BUILD))
+        stack.extend(i for i in var.owner.inputs if i not in at_rows)
+    return at_rows.get(value, value)
+
+
+_BUILD = object()
 
 
 def write_rows(key: Variable, rows: Rows, new_rows: Variable) -> Variable:
