@@ -1,51 +1,18 @@
 """Catch-up: the zero-gradient steps a row skipped, applied in closed form.
 
-With the gradient set to zero, one step of most optimizers is a *linear* map of
-each row's parameter and state with constant coefficients::
+`sparse_updates(..., policy="catchup")` uses this module. For a table and its state,
+`plan_catch_up` reads the update's algebra at zero gradient and returns a plan:
 
-    momentum   v' = mu v               p' = p + mu v
-    nesterov   v' = mu v               p' = p + mu**2 v
-    rmsprop    acc' = rho acc          p' = p
-    adadelta   acc' = rho acc, delta' = rho delta
+- `LinearPlan` where one zero-gradient step is a constant linear map of each row's
+  parameter and state (momentum, Nesterov, RMSprop, Adadelta; the identity for SGD and
+  adagrad): ``k`` skipped steps are ``A**k``, from the eigendecomposition of ``A``;
+- `MomentRatio` where the parameter step has Adam's form ``p + f(t) m / (eps + h(x))``
+  (Adam, Adamax): the drift over a gap comes from a table of the rate's tail sums and an
+  expansion in ``eps`` of order `ORDER` or more, within `_TOLERANCE`.
 
-so ``k`` skipped steps are the matrix power ``A**k``. `zero_gradient_map` reads
-``A`` off the update's algebra (gradient replaced by zero, then PyTensor's
-canonicalize/stabilize/specialize), and `power_coefficients` builds ``A**k``
-for a per-row ``k`` from the eigendecomposition of ``A``, computed once in
-float64: ``A**k = P diag(lambda**k) P^-1``. Each entry of ``A**k`` is then a
-sum of ``n`` per-row powers, and catching up is ``n**2`` multiply-adds per
-element, with ``n`` the number of variables in the group (at most 3).
-
-Adam's and Adamax's parameter step at zero gradient is not linear: after
-simplification it reads ``p' = p + f(t) * m / (eps + h(x))``, where ``m`` and ``x``
-decay by constant factors (``x' = beta x``, or ``max(beta x, 0)`` for Adamax),
-``h`` scales by ``beta**d`` when ``x`` does (``sqrt`` halves the degree), and
-``f`` is a scalar of the step counter ``t`` (the bias-corrected rate). Step
-``i`` of a gap (``i = 0 .. k-1``) then moves the row by
-``f(t0 + i) rho**i m / (H + eps Q**-i)`` with ``H = h(x)``, ``Q = beta**d``,
-``rho = R/Q``, ``R`` the decay of ``m``. `MomentRatio` expands
-``1/(D + eps*delta_i)`` around ``D = H + eps`` (``delta_i = Q**-i - 1``) to order
-``N`` and needs, per row, the sums ``S_n = sum_i f(t0+i) rho**i delta_i**n``.
-Written with the binomial theorem as sums ``G_l(t0, k) = sum_{i<k} f(t0+i) rho_l**i``
-(``rho_l = rho / Q**l``), each is ``Ginf_l(t0) - rho_l**k Ginf_l(t0+k)`` for the
-infinite sums ``Ginf_l``. ``f`` settles to a constant once the bias correction
-has run out (``t >= T``, about 4e4 steps at beta2 = 0.999, found by evaluating
-``f``; only ``c**(a t + b)`` terms with ``0 < c < 1`` may carry ``t``, so that it
-provably settles), and ``Ginf_l`` is a table of ``T + 1`` float64 entries built
-once: a gap costs a gather and a few multiply-adds per row. What is not exact is
-the per-step ``eps``: the error of one gap is at most
-``|m|/D * (eps/D)**(N+1) * S_{N+1}``. ``N`` starts at `ORDER` and rises until
-that is within `_TOLERANCE` learning rates per unit of ``|m|/h`` (7e-8 learning
-rates at Adam's defaults in the worst case, ``s`` near ``eps``, with N = 3).
-
-A flush catches up every row, and a row's coefficients (the ``S_n`` and the decay
-powers) depend only on its gap. Past the gap where every ``rho_l**k`` underflows
-to zero they are constant, except through the rate's warm-up (the last ``T``
-steps of the counter). `MomentRatio.flush` therefore computes them once per gap
-that can give a distinct value, a table of a few ten thousand entries, and each
-row gathers its entry: the same formulas, so the same numbers to rounding (a
-constant rate folds the table at compile time, where NumPy, not the backend,
-rounds it), with no per-row powers or float64 temporaries.
+Otherwise it raises `RowUpdateError` saying why. A plan's ``apply`` catches the looked-up
+rows up before a step; its ``flush`` brings every row up to date. docs/optim.md derives
+the maps, Adam's series and its error bound, and the flush's table of coefficients.
 """
 
 from __future__ import annotations
