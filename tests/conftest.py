@@ -26,9 +26,18 @@ import pytensor  # noqa: E402
 
 assert pytensor.config.on_opt_error == "raise"
 
+import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
 
 # `pytest --hypothesis-profile=thorough` is the larger generated suite.
 settings.register_profile("default", max_examples=60)
 settings.register_profile("thorough", max_examples=2000)
 settings.load_profile("default")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_counters() -> None:
+    """Each test starts with the rewrite's counters at zero, so it can assert on them."""
+    from subsetgrad.rewrite import reset_counters
+
+    reset_counters()

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from subsetgrad.rewrite import TAG, counters, mode, rewrite_active
-
-__version__ = "0.1.0.dev0"
-
+from subsetgrad._version import __version__
 from subsetgrad.lint import (
     RULES,
     Finding,
@@ -16,6 +13,7 @@ from subsetgrad.lint import (
     record,
 )
 from subsetgrad.optim import POLICIES, SparseUpdateError, SparseUpdates, sparse_updates
+from subsetgrad.rewrite import TAG, counters, mode, rewrite_active
 
 __all__ = [
     "POLICIES",

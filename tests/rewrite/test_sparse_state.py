@@ -128,7 +128,6 @@ def big_allocations(f: Any, W: Any) -> list[Any]:
 @pytest.mark.parametrize("name", sorted(REWRITTEN))
 def test_rewritten_updates_equal_the_dense_run(name: str, mode_name: str) -> None:
     build = REWRITTEN[name]
-    subsetgrad.counters.clear()
     f, W, _ = compile_step(build, subsetgrad.mode(mode_name))
     assert subsetgrad.counters["sparse_state"] == 1
     assert subsetgrad.counters["subset_update"] == 0
@@ -142,7 +141,6 @@ def test_rewritten_updates_equal_the_dense_run(name: str, mode_name: str) -> Non
 @pytest.mark.parametrize("name", sorted(LEFT_ALONE))
 def test_updates_a_zero_gradient_changes_are_left_alone(name: str) -> None:
     build = LEFT_ALONE[name]
-    subsetgrad.counters.clear()
     mode = Mode(linker="py", optimizer="fast_run").including("subsetgrad")
     got = run(build, mode)
     assert subsetgrad.counters["sparse_state"] == 0
@@ -151,14 +149,12 @@ def test_updates_a_zero_gradient_changes_are_left_alone(name: str) -> None:
 
 
 def test_plain_sgd_stays_with_subset_update() -> None:
-    subsetgrad.counters.clear()
     compile_step(lambda loss, W: {W: W - 0.1 * _grad(loss, W)}, subsetgrad.mode("FAST_COMPILE"))
     assert subsetgrad.counters["sparse_state"] == 0
     assert subsetgrad.counters["subset_update"] == 1
 
 
 def test_dense_step_is_unchanged_without_the_tag() -> None:
-    subsetgrad.counters.clear()
     f, W, _ = compile_step(adagrad_pymc, "NUMBA")
     assert subsetgrad.counters["sparse_state"] == 0
     assert big_allocations(f, W)

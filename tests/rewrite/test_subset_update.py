@@ -71,7 +71,6 @@ def updated_in_place(f: Any) -> None:
 
 
 def check_against_references(lookup: Lookup, update: Update, mode_name: str) -> Any:
-    subsetgrad.counters.clear()
     got, f = step(lookup, update, subsetgrad.mode(mode_name))
     assert subsetgrad.counters["subset_update"] == 1
     dense, _ = step(lookup, update, get_mode(mode_name))
@@ -103,7 +102,6 @@ def test_lookup_forms(lookup: Lookup, mode_name: str) -> None:
 @pytest.mark.parametrize("lookup", LOOKUPS, ids=LOOKUP_IDS)
 def test_every_lookup_with_every_update(lookup: Lookup, update: Update) -> None:
     """The full cross product, on the Python linker so that it stays quick."""
-    subsetgrad.counters.clear()
     got, _ = step(lookup, update, Mode(linker="py", optimizer="fast_run").including("subsetgrad"))
     assert subsetgrad.counters["subset_update"] == int(rewrite_applies(lookup, update))
     reference, _ = step(lookup, update, REFERENCE)
@@ -111,7 +109,6 @@ def test_every_lookup_with_every_update(lookup: Lookup, update: Update) -> None:
 
 
 def test_fast_compile_removes_the_zeros_table() -> None:
-    subsetgrad.counters.clear()
     got, f = step(LOOKUPS[0], UPDATES[0], subsetgrad.mode("FAST_COMPILE"))
     assert subsetgrad.counters["subset_update"] == 1
     fired(f)

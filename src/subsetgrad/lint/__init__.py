@@ -16,13 +16,13 @@ from typing import Any
 from pytensor.compile.mode import Mode
 from pytensor.graph.basic import Variable
 
+from subsetgrad.lint import rules as _rules  # noqa: F401  (registers every rule)
 from subsetgrad.lint.engine import analyse, analyse_all
 from subsetgrad.lint.findings import Finding, Location, Severity
 from subsetgrad.lint.program import Program
 from subsetgrad.lint.recorder import Recording, captured, record
 from subsetgrad.lint.registry import RULES, Rule
-from subsetgrad.rewrite import rewrite_active
-from subsetgrad.rewrite.subset_update import applied_to
+from subsetgrad.rewrite import ran_on, rewrite_active
 
 
 def check(
@@ -61,7 +61,7 @@ def check_function(
             "PyTensor has rewritten its graph in place; compile it inside "
             "`with subsetgrad.record():`, or pass its outputs and updates to subsetgrad.check()"
         )
-    program.rewrite_active = maker.fgraph in applied_to
+    program.rewrite_active = ran_on(maker.fgraph)
     return analyse(program, select=select, ignore=ignore)
 
 

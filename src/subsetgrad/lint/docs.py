@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import subsetgrad.lint.rules  # noqa: F401  (registers every rule)
 from subsetgrad.lint.registry import RULES, Rule
 
 COMMAND = "subsetgrad rules --format markdown > docs/rules.md"

@@ -75,7 +75,7 @@ def _sarif_location(loc: Location) -> dict[str, object]:
 
 
 def sarif(findings: Sequence[Finding]) -> str:
-    from subsetgrad import __version__
+    from subsetgrad._version import __version__
 
     codes = sorted(RULES)
     rules = [

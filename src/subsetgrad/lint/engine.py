@@ -6,7 +6,6 @@ import gc
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-from subsetgrad.lint import rules as _rules  # noqa: F401  (registers every rule)
 from subsetgrad.lint import source
 from subsetgrad.lint.findings import Finding
 from subsetgrad.lint.program import Program

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar, cast
 
-import numpy as np
 from pytensor.graph.basic import Variable
 from pytensor.graph.fg import FunctionGraph
 
@@ -18,8 +16,9 @@ from subsetgrad.graph import (
     decompose_graph,
     isa,
     scatter_dependent,
-    shape_of,
 )
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -31,8 +30,8 @@ class Program:
     # None: unknown (a symbolic graph checked without a mode).
     rewrite_active: bool | None = None
     label: str = "function"
-    # The rules' caches.
-    extra: dict[str, Any] = field(default_factory=dict)
+    # Analyses the rules share, by the function that computes them (see `memo`).
+    _memo: dict[Callable[[Program], Any], Any] = field(default_factory=dict, repr=False)
 
     @cached_property
     def index(self) -> GraphIndex:
@@ -59,7 +58,15 @@ class Program:
         """Drop the index, the decomposition and the rules' caches; rebuilt when next used."""
         for name in ("index", "decomposition", "scatter_dependent", "update_values"):
             self.__dict__.pop(name, None)
-        self.extra.clear()
+        self._memo.clear()
+
+    def memo(self, analysis: Callable[[Program], T]) -> T:
+        """``analysis(self)``, computed once until `forget`: how rules share typed results."""
+        try:
+            return cast("T", self._memo[analysis])
+        except KeyError:
+            value = self._memo[analysis] = analysis(self)
+            return value
 
     @classmethod
     def from_symbolic(
@@ -86,23 +93,3 @@ class Program:
         updates = [(fgraph.inputs[i], fgraph.outputs[o]) for o, i in mapping.items()]
         outputs = [o for k, o in enumerate(fgraph.outputs) if k not in mapping]
         return cls(outputs, updates, rewrite_active)
-
-
-# --------------------------------------------------------------------------- #
-# Describing tables in messages
-# --------------------------------------------------------------------------- #
-def table_bytes(var: Variable) -> int | None:
-    shape = shape_of(var)
-    if shape is None:
-        return None
-    return math.prod(shape) * int(np.dtype(var.type.dtype).itemsize)
-
-
-def megabytes(n: int | None) -> str:
-    if n is None:
-        return "an unknown amount"
-    if n >= 1e9:
-        return f"{n / 1e9:.1f} GB"
-    if n >= 1e6:
-        return f"{n / 1e6:.1f} MB"
-    return f"{n / 1e3:.1f} kB"

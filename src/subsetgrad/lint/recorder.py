@@ -9,7 +9,8 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import count
+from typing import Any, ClassVar
 
 import pytensor
 import pytensor.gradient
@@ -18,13 +19,12 @@ from pytensor.graph.basic import Variable
 from pytensor.graph.fg import FunctionGraph
 from pytensor.graph.rewriting.basic import GraphRewriter
 
-from subsetgrad.graph import is_lookup
+from subsetgrad.graph import LOOKUP_OPS, is_lookup, tag_value
 from subsetgrad.lint.engine import analyse_all
 from subsetgrad.lint.findings import Finding, Location
 from subsetgrad.lint.program import Program
-from subsetgrad.lint.rules.paths import GRAD_TAG, GradCall
 from subsetgrad.lint.source import absolute, is_user_file
-from subsetgrad.rewrite.subset_update import applied_to
+from subsetgrad.rewrite import ran_on
 
 CAPTURE_NAME = "subsetgrad_capture"
 SETTLE_NAME = "subsetgrad_capture_settle"
@@ -32,6 +32,46 @@ SETTLE_NAME = "subsetgrad_capture_settle"
 TRACE_LIMIT = 48
 
 _active: list[Recording] = []
+
+
+# --------------------------------------------------------------------------- #
+# The record of pytensor.grad calls (SG202 reads it)
+# --------------------------------------------------------------------------- #
+GRAD_TAG = "subsetgrad_grad"
+
+
+@dataclass(eq=False)
+class GradCall:
+    """One ``pytensor.grad(cost, wrt)`` call seen by the recorder, for one `wrt`."""
+
+    cost: Variable
+    wrt: Variable
+    location: Location | None
+    # The gradient that carries this call in its tag (clones of it carry it too).
+    grad: Variable | None = None
+    # Order of creation: tagged gradients are listed in it, so findings do not vary by run.
+    seq: int = field(init=False)
+
+    #: The calls still alive; none means no graph carries a tag, and none is searched for.
+    live: ClassVar[weakref.WeakSet[GradCall]] = weakref.WeakSet()
+    _made: ClassVar[Iterator[int]] = count()
+
+    def __post_init__(self) -> None:
+        self.seq = next(GradCall._made)
+        GradCall.live.add(self)
+
+    @property
+    def table(self) -> Variable | None:
+        owner = self.wrt.owner
+        if owner is not None and isinstance(owner.op, LOOKUP_OPS):
+            return owner.inputs[0]
+        return None
+
+
+def call_of(var: Variable) -> GradCall | None:
+    """The `pytensor.grad` call whose result `var` is (or is a clone of), if recorded."""
+    call = tag_value(var, GRAD_TAG)
+    return call if isinstance(call, GradCall) else None
 
 
 @dataclass
@@ -48,7 +88,7 @@ class Recording:
         for program, live in self._captured:
             fgraph = live()
             if program.rewrite_active is None and fgraph is not None:
-                program.rewrite_active = fgraph in applied_to
+                program.rewrite_active = ran_on(fgraph)
         return [p for p, _ in self._captured]
 
     def findings(
@@ -90,7 +130,7 @@ class _Settle(GraphRewriter):  # type: ignore[misc]
     def apply(self, fgraph: FunctionGraph) -> None:
         program = _pending.pop(fgraph, None)
         if program is not None:
-            program.rewrite_active = fgraph in applied_to
+            program.rewrite_active = ran_on(fgraph)
 
 
 def _install_capture() -> None:
@@ -100,7 +140,7 @@ def _install_capture() -> None:
         (CAPTURE_NAME, _Capture(), -2),
         (SETTLE_NAME, _Settle(), 1000),
     ]:
-        if name not in optdb.__position__:
+        if name not in optdb:
             optdb.register(name, rewriter, *tags, position=position, use_db_name_as_tag=False)
 
 

@@ -36,8 +36,7 @@ from pytensor.graph.traversal import ancestors, graph_inputs
 from pytensor.tensor.basic import get_underlying_scalar_constant_value
 from pytensor.tensor.elemwise import DimShuffle, Elemwise
 
-from subsetgrad.graph import describe, strip_wrappers
-from subsetgrad.optim.rows import RowGroup, RowUpdateError
+from subsetgrad.graph import RowGroup, RowUpdateError, describe, strip_wrappers
 
 # Eigenvector matrices worse conditioned than this lose too many digits.
 _MAX_CONDITION = 1e8

@@ -15,26 +15,24 @@ from pytensor.graph.replace import graph_replace
 
 from subsetgrad.graph import (
     GraphIndex,
-    describe,
-    index_of,
-    materialize,
-    scatter_dependent,
-    value_inputs,
-)
-from subsetgrad.optim.catchup import plan_catch_up
-from subsetgrad.optim.rows import (
     RowGroup,
     Rows,
     RowUpdateError,
     analyse,
+    build_subset_update,
     changed_at_zero,
+    describe,
+    index_of,
     linear_without_state,
+    materialize,
     row_index,
     row_values,
+    scatter_dependent,
     touched_rows,
+    value_inputs,
     write_rows,
 )
-from subsetgrad.rewrite.subset_update import build_subset_update
+from subsetgrad.optim.catchup import plan_catch_up
 
 POLICIES = ("exact", "lazy", "catchup")
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from pytensor import config
-from pytensor.compile.mode import Mode, get_mode, optdb
+from pytensor.compile.mode import Mode, get_mode, optdb, predefined_optimizers
+from pytensor.graph.rewriting.db import RewriteDatabaseQuery
 
 from subsetgrad.rewrite.sparse_state import SparseState
-from subsetgrad.rewrite.subset_update import SubsetUpdate, build_subset_update, counters
+from subsetgrad.rewrite.stats import counters, ran_on, reset_counters
+from subsetgrad.rewrite.subset_update import SubsetUpdate
 
 TAG = "subsetgrad"
 
@@ -25,7 +26,7 @@ _REWRITES = {
 
 def _register() -> None:
     for name, (rewriter, position) in _REWRITES.items():
-        if name not in optdb.__position__:
+        if name not in optdb:
             # Also "shape_unsafe", as PyTensor tags its own rewrites that drop a shape
             # check: a scatter whose zeros do not match the base's shape raised in the
             # dense graph; the increments do not look at that shape.
@@ -44,37 +45,23 @@ def mode(base: str | Mode = "NUMBA") -> Mode:
 
 def rewrite_active(m: str | Mode | None = None) -> bool:
     """Whether compiling with mode `m` (default: PyTensor's default mode) runs the rewrite."""
-    from pytensor.compile.mode import predefined_optimizers
-
     query = get_mode(m).provided_optimizer
     if isinstance(query, str):
         query = predefined_optimizers.get(query)
-    if not hasattr(query, "include"):
+    if not isinstance(query, RewriteDatabaseQuery):
         return False
-    # optdb's own selection, for our entry: any include, every require, no exclude
-    # (each a tag or a name, so `.excluding("shape_unsafe")` turns it off too), and
-    # a position before the query's cutoff.
-    rewriter, position = _REWRITES["subsetgrad_subset_update"]
-    db = optdb.__db__
-
-    def tagged(tag: str) -> bool:
-        return rewriter in db.get(tag, ())
-
-    cutoff = query.position_cutoff or config.optdb__position_cutoff
-    return (
-        any(map(tagged, query.include))
-        and all(map(tagged, query.require))
-        and not any(map(tagged, query.exclude))
-        and position < cutoff
-    )
+    # optdb's own selection (tags and names, include, require, exclude, cutoff).
+    rewriter, _ = _REWRITES["subsetgrad_subset_update"]
+    return rewriter in optdb.query(query).data
 
 
 __all__ = [
     "TAG",
     "SparseState",
     "SubsetUpdate",
-    "build_subset_update",
     "counters",
     "mode",
+    "ran_on",
+    "reset_counters",
     "rewrite_active",
 ]

@@ -5,16 +5,16 @@ from __future__ import annotations
 from pytensor.graph.fg import FunctionGraph
 from pytensor.graph.rewriting.basic import GraphRewriter, copy_stack_trace
 
-from subsetgrad.graph import scatter_dependent
-from subsetgrad.optim.rows import (
+from subsetgrad.graph import (
     analyse,
     changed_at_zero,
     linear_without_state,
     row_values,
+    scatter_dependent,
     touched_rows,
     write_rows,
 )
-from subsetgrad.rewrite.subset_update import applied_to, counters
+from subsetgrad.rewrite.stats import counters, note_run
 
 
 class SparseState(GraphRewriter):  # type: ignore[misc]
@@ -24,7 +24,7 @@ class SparseState(GraphRewriter):  # type: ignore[misc]
     update of a table and the state of its shape that is elementwise in the
     lookup gradient ``g`` and scalars, becomes: sort the looked-up rows, sum each
     row's gradient rows, apply the same update to those rows of the table and
-    state, and write them back (`subsetgrad.optim.rows`).
+    state, and write them back (`subsetgrad.graph.rows`).
 
     Valid only where the update is the identity at zero gradient, which is
     decided from its algebra (`identity_at_zero`: substitute ``g = 0`` and
@@ -47,7 +47,7 @@ class SparseState(GraphRewriter):  # type: ignore[misc]
         fgraph.attach_feature(ReplaceValidate())
 
     def apply(self, fgraph: FunctionGraph) -> None:
-        applied_to.add(fgraph)
+        note_run(fgraph)
         mapping = getattr(fgraph, "update_mapping", None)
         if not mapping:
             return

@@ -11,40 +11,27 @@ from pytensor.tensor.subtensor import AdvancedIncSubtensor, AdvancedSubtensor
 
 from subsetgrad.graph import (
     GraphIndex,
+    analyse,
+    changed_at_zero,
     describe,
     is_scatter_into_zeros,
+    linear_without_state,
+    megabytes,
     same_table,
     source_masks,
     strip_casts,
+    table_bytes,
     table_key,
 )
+from subsetgrad.lint.analyses import op_name, state_updates, strip_casts_and_shapes
 from subsetgrad.lint.findings import Finding, Severity
-from subsetgrad.lint.program import Program, megabytes, table_bytes
+from subsetgrad.lint.program import Program
 from subsetgrad.lint.registry import Rule, rule
-from subsetgrad.lint.rules.optimizers import state_updates
 from subsetgrad.lint.source import first_location, location_of
-from subsetgrad.optim.rows import analyse, changed_at_zero, linear_without_state
 
 # A dense step writes the zeros table, reads it and the table in the update, and
 # writes the result: four passes over V x D.
 DENSE_PASSES = 4
-
-
-def op_name(node: Apply) -> str:
-    op = node.op
-    if isinstance(op, Elemwise):
-        return type(op.scalar_op).__name__.lower()
-    return type(op).__name__
-
-
-def _strip(var: Variable) -> Variable:
-    """Look through casts and SpecifyShape, which do not change which table it is."""
-    while var.owner is not None and (
-        type(var.owner.op).__name__ == "SpecifyShape"
-        or (isinstance(var.owner.op, Elemwise) and type(var.owner.op.scalar_op).__name__ == "Cast")
-    ):
-        var = var.owner.inputs[0]
-    return var
 
 
 @dataclass(frozen=True)
@@ -61,10 +48,11 @@ class TableUpdate:
 
 def table_updates(program: Program) -> list[TableUpdate]:
     """The updates SG101 and SG102 judge: table plus scatters, or row-wise and unchanged at zero."""
-    cached = program.extra.get("table_updates")
-    if cached is None:
-        cached = program.extra["table_updates"] = list(_table_updates(program))
-    return cached
+    return program.memo(_all_table_updates)
+
+
+def _all_table_updates(program: Program) -> list[TableUpdate]:
+    return list(_table_updates(program))
 
 
 def _table_updates(program: Program) -> Iterator[TableUpdate]:
@@ -79,7 +67,7 @@ def _table_updates(program: Program) -> Iterator[TableUpdate]:
         # A dense part other than the table itself (weight decay, a tied
         # embedding's dense gradient) is a V x D pass anyway: really dense.
         dense = strip_casts(lin.dense)
-        if not isinstance(dense, Variable) or not same_table(_strip(dense), table):
+        if not isinstance(dense, Variable) or not same_table(strip_casts_and_shapes(dense), table):
             continue
         linear.add(table)
         yield TableUpdate(table, value, (value,))
@@ -124,9 +112,7 @@ def dense_uses(
     feeds optimizer state updates elementwise (an accumulator ``acc + g**2``):
     those are the optimizer, not an extra use, and SG301 judges them.
     """
-    cache: dict[Variable, tuple[list[tuple[Apply | None, int]], bool]] = program.extra.setdefault(
-        "dense_uses", {}
-    )
+    cache = program.memo(_dense_uses_cache)
     if update.value in cache:
         return cache[update.value]
     dec = program.decomposition
@@ -141,6 +127,12 @@ def dense_uses(
                 uses.append((node, i))
     cache[update.value] = (uses, feeds_state)
     return uses, feeds_state
+
+
+def _dense_uses_cache(
+    program: Program,
+) -> dict[Variable, tuple[list[tuple[Apply | None, int]], bool]]:
+    return {}
 
 
 def _feeds_only_updates(program: Program, node: Apply, ndim: int) -> bool:

@@ -3,37 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
-from pytensor.compile.sharedvalue import SharedVariable
-from pytensor.graph.basic import Apply, Variable
+from pytensor.graph.basic import Variable
 
 from subsetgrad.graph import (
     describe,
-    identity_at_zero,
-    isa,
-    same_table,
-    scatters_behind,
-    shape_of,
+    megabytes,
     shape_text,
-    table_key,
+    table_bytes,
 )
+from subsetgrad.lint.analyses import state_updates
 from subsetgrad.lint.findings import Finding
-from subsetgrad.lint.program import Program, megabytes, table_bytes
+from subsetgrad.lint.program import Program
 from subsetgrad.lint.registry import Rule, rule
 from subsetgrad.lint.source import first_location
-
-
-def _table_of(scatter_base: Variable) -> Variable | None:
-    """The table a zeros block was sized from: ``Second(W, 0)`` or ``zeros_like(W)``."""
-    owner = scatter_base.owner
-    while owner is not None:
-        if type(getattr(owner.op, "scalar_op", owner.op)).__name__ == "Second":
-            return owner.inputs[0]
-        if not owner.inputs:
-            return None
-        owner = owner.inputs[0].owner
-    return None
 
 
 @rule(
@@ -127,50 +110,3 @@ def optimizer_state_decay(program: Program, r: Rule) -> Iterator[Finding]:
             f"on every row outside the batch (~{megabytes(table_bytes(state))} per step).",
             first_location(update.value, state),
         )
-
-
-@dataclass(frozen=True)
-class StateUpdate:
-    """A shared variable of a looked-up table's shape, updated from its scatter gradient."""
-
-    state: Variable
-    value: Variable
-    # The tables whose gradient it follows, in the order of the walk.
-    tables: tuple[Variable, ...]
-    # It changes where the gradient is zero (not adagrad's ``acc + g**2``).
-    decays: bool
-
-
-def state_updates(program: Program) -> list[StateUpdate]:
-    """The program's optimizer states, found once for SG301 and SG101."""
-    cached = program.extra.get("state_updates")
-    if cached is None:
-        cached = program.extra["state_updates"] = list(_state_updates(program))
-    return cached
-
-
-def _state_updates(program: Program) -> Iterator[StateUpdate]:
-    dependent: set[Variable] | None = None
-    sized: dict[Apply, Variable | None] = {}
-    looked_up: set[int] = set()
-    for state, value in program.updates:
-        if not isa(state, (SharedVariable,)):
-            continue
-        if dependent is None:
-            dependent = program.scatter_dependent
-            sized = {n: _table_of(n.inputs[0]) for n in program.index.scatters}
-            looked_up = {table_key(t) for t in sized.values() if t is not None}
-        # A table's own update is SG101's business; states are other variables.
-        if value not in dependent or table_key(state) in looked_up:
-            continue
-        scatters, dense_gradient = scatters_behind(value, dependent, program.index.scatters, state)
-        if dense_gradient:
-            continue  # every row has a gradient (tied table, L2 term): state should move
-        # In the order of the walk (a set's order would name a different table per run).
-        tables = [t for t in dict.fromkeys(sized[s] for s in scatters) if t is not None]
-        shape = shape_of(state)
-        owners = tuple([t for t in tables if shape_of(t) == shape])
-        if not owners or any(same_table(state, t) for t in owners):
-            continue
-        decays = not identity_at_zero(value, state, [s.outputs[0] for s in scatters], dependent)
-        yield StateUpdate(state, value, owners, decays)

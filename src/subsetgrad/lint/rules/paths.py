@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Collection, Hashable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from itertools import chain, count
-from typing import Any, ClassVar
+from itertools import chain
+from typing import Any
 
 import numpy as np
 from pytensor.compile.sharedvalue import SharedVariable
+from pytensor.gradient import DisconnectedGrad, UndefinedGrad, ZeroGrad
 from pytensor.graph.basic import Apply, Constant, Variable
 from pytensor.tensor.basic import ScalarFromTensor
 from pytensor.tensor.elemwise import DimShuffle, Elemwise
+from pytensor.tensor.shape import Shape, Shape_i
 from pytensor.tensor.subtensor import AdvancedIncSubtensor, AdvancedSubtensor
 from pytensor.tensor.type import discrete_dtypes
 
@@ -31,12 +31,13 @@ from subsetgrad.graph import (
     source_masks,
     strip_wrappers,
     table_key,
-    tag_value,
     token,
     writes_equal_at_repeats,
 )
-from subsetgrad.lint.findings import Finding, Location
+from subsetgrad.lint.analyses import op_name
+from subsetgrad.lint.findings import Finding
 from subsetgrad.lint.program import Program
+from subsetgrad.lint.recorder import GradCall, call_of
 from subsetgrad.lint.registry import Rule, rule
 from subsetgrad.lint.source import built_by_user, distinct_locations, location_of
 
@@ -190,42 +191,8 @@ def _symbolic_lookup(node: Apply) -> bool:
 # --------------------------------------------------------------------------- #
 # SG202: gradients with respect to a lookup
 # --------------------------------------------------------------------------- #
-@dataclass(eq=False)
-class GradCall:
-    """One ``pytensor.grad(cost, wrt)`` call seen by the recorder, for one `wrt`."""
-
-    cost: Variable
-    wrt: Variable
-    location: Location | None
-    # The gradient that carries this call in its tag (clones of it carry it too).
-    grad: Variable | None = None
-    # Order of creation: tagged gradients are listed in it, so findings do not vary by run.
-    seq: int = field(init=False)
-
-    #: The calls still alive; none means no graph carries a tag, and none is searched for.
-    live: ClassVar[weakref.WeakSet[GradCall]] = weakref.WeakSet()
-    _made: ClassVar[Iterator[int]] = count()
-
-    def __post_init__(self) -> None:
-        self.seq = next(GradCall._made)
-        GradCall.live.add(self)
-
-    @property
-    def table(self) -> Variable | None:
-        owner = self.wrt.owner
-        if owner is not None and isinstance(owner.op, LOOKUP_OPS):
-            return owner.inputs[0]
-        return None
-
-
-GRAD_TAG = "subsetgrad_grad"
-NO_GRADIENT_OPS = {"Shape", "Shape_i", "DisconnectedGrad", "ZeroGrad", "UndefinedGrad"}
+NO_GRADIENT_OPS = (Shape, Shape_i, DisconnectedGrad, ZeroGrad, UndefinedGrad)
 DISCRETE_DTYPES = frozenset(discrete_dtypes)
-
-
-def _call_of(var: Variable) -> GradCall | None:
-    call = tag_value(var, GRAD_TAG)
-    return call if isinstance(call, GradCall) else None
 
 
 def tagged_grads(program: Program) -> list[tuple[Variable, GradCall]]:
@@ -236,24 +203,33 @@ def tagged_grads(program: Program) -> list[tuple[Variable, GradCall]]:
     the same op object as the gradient `grad` returned, so only those nodes'
     tags are read, not every variable's.
     """
-    cached = program.extra.get("tagged_grads")
-    if cached is None:
-        index = program.index
-        found: list[tuple[Variable, GradCall]] = []
-        calls = list(GradCall.live)
-        if calls:
-            ops = [c.grad.owner.op for c in calls if c.grad is not None and c.grad.owner]
-            nodes: Iterable[Apply] = index.nodes
-            if len(ops) == len(calls):
-                nodes = index.nodes_running(ops)
-            roots = [o for o in index.outputs if o.owner is None]
-            variables = chain((o for n in nodes for o in n.outputs), roots)
-            found = [(v, call) for v in variables if (call := _call_of(v)) is not None]
-        found.sort(key=lambda pair: pair[1].seq)
-        cached = program.extra["tagged_grads"] = [
-            (var, call) for var, call in found if call.table is not None
-        ]
-    return cached
+    return program.memo(_tagged_grads)
+
+
+def _tagged_grads(program: Program) -> list[tuple[Variable, GradCall]]:
+    index = program.index
+    found: list[tuple[Variable, GradCall]] = []
+    calls = list(GradCall.live)
+    if calls:
+        ops = [c.grad.owner.op for c in calls if c.grad is not None and c.grad.owner]
+        nodes: Iterable[Apply] = index.nodes
+        if len(ops) == len(calls):
+            nodes = index.nodes_running(ops)
+        roots = [o for o in index.outputs if o.owner is None]
+        variables = chain((o for n in nodes for o in n.outputs), roots)
+        found = [(v, call) for v in variables if (call := call_of(v)) is not None]
+    found.sort(key=lambda pair: pair[1].seq)
+    return [(var, call) for var, call in found if call.table is not None]
+
+
+def _readers_by_cost(program: Program) -> dict[Variable, dict[Hashable, list[Apply]]]:
+    """Memo of `_table_readers` per cost (filled by `missed_paths`)."""
+    return {}
+
+
+def _behind_lookup(program: Program) -> dict[Apply, set[Variable]]:
+    """Memo of each taken lookup's ancestors (filled by `missed_paths`)."""
+    return {}
 
 
 def _table_readers(
@@ -271,7 +247,7 @@ def _table_readers(
     seen = {cost.owner}
     while stack:
         node = stack.pop()
-        if node in stops or type(node.op).__name__ in NO_GRADIENT_OPS:
+        if node in stops or isa(node.op, NO_GRADIENT_OPS):
             continue
         for i in node.inputs:
             if getattr(i.type, "dtype", None) in DISCRETE_DTYPES:
@@ -298,9 +274,7 @@ def missed_paths(
     which holds unless the reader is also behind one (an index computed from
     the table); only then is the cost walked again, stopping at the lookups.
     """
-    by_cost: dict[Variable, dict[Hashable, list[Apply]]] = program.extra.setdefault(
-        "sg202_readers", {}
-    )
+    by_cost = program.memo(_readers_by_cost)
     readers = by_cost.get(cost)
     if readers is None:
         # tagged_grads keeps only gradients with a table.
@@ -310,7 +284,7 @@ def missed_paths(
     candidates = [n for n in readers.get(table_key(table), ()) if n not in owners]
     if not candidates:
         return []
-    behind: dict[Apply, set[Variable]] = program.extra.setdefault("sg202_behind", {})
+    behind = program.memo(_behind_lookup)
     for owner in owners:
         if owner not in behind:
             behind[owner] = set(ancestors(owner.inputs))
@@ -421,7 +395,6 @@ def _describe_use(node: Apply, table: Variable) -> str:
     name = table.name or "W"
     if isinstance(node.op, LOOKUP_OPS):
         return f"{name}[...]"
-    from subsetgrad.lint.rules.dense import op_name
 
     return f"{op_name(node)}({name})"
 

@@ -32,21 +32,11 @@ from pytensor.graph.basic import Apply, Constant, Variable
 from pytensor.raise_op import CheckAndRaise
 from pytensor.tensor.elemwise import DimShuffle, Elemwise
 
-from subsetgrad.graph import (
-    Decomposition,
-    GraphIndex,
-    Index,
-    Linear,
-    Scatter,
-    decompose_graph,
-    describe,
-    identity_at_zero,
-    is_inc,
-    mark_equal_writes,
-    materialize,
-    scatter_dependent,
-    value_inputs,
-)
+from subsetgrad.graph.algebra import identity_at_zero
+from subsetgrad.graph.index import GraphIndex, scatter_dependent
+from subsetgrad.graph.linear import Decomposition, Linear, Scatter, decompose_graph, materialize
+from subsetgrad.graph.naming import describe
+from subsetgrad.graph.ops import Index, is_inc, value_inputs
 
 
 class RowUpdateError(ValueError):
@@ -558,3 +548,22 @@ _BUILD = object()
 def write_rows(key: Variable, rows: Rows, new_rows: Variable) -> Variable:
     """``key`` with `new_rows` written at the touched rows (repeats write equal values)."""
     return pt.set_subtensor(key[rows.rows], new_rows)
+
+
+# Row indices whose repeats write equal values
+_EQUAL_WRITES = "subsetgrad_equal_writes"
+
+
+def mark_equal_writes(rows: Variable) -> Variable:
+    """Mark `rows` as an index whose repeated entries are always written equal values.
+
+    `subsetgrad.optim` sums each row's gradient before updating it, so every copy
+    of a repeated row computes the same new row, and a set at `rows` is exact
+    whichever copy wins. The lint's SG203 reads the mark.
+    """
+    setattr(rows.tag, _EQUAL_WRITES, True)
+    return rows
+
+
+def writes_equal_at_repeats(rows: Variable) -> bool:
+    return bool(getattr(rows.tag, _EQUAL_WRITES, False))

@@ -13,10 +13,10 @@ from pytensor.graph.basic import Apply, Variable
 
 from subsetgrad.graph import (
     GraphIndex,
-    _has_mask,
     ancestors,
     decompose_graph,
     depends_on,
+    index_has_mask,
     index_of,
     indices_provably_unique,
     is_bool_index,
@@ -157,7 +157,7 @@ def _chain_of_lookups(n: int) -> tuple[list[Variable], list[Variable]]:
 
 
 def test_depends_on_agrees_with_the_ancestors(monkeypatch: pytest.MonkeyPatch) -> None:
-    import subsetgrad.graph as graph
+    import subsetgrad.graph.index as graph
 
     n = 40
     rows, sums = _chain_of_lookups(n)
@@ -194,7 +194,7 @@ def test_depends_on_agrees_with_the_ancestors(monkeypatch: pytest.MonkeyPatch) -
 def test_has_mask_agrees_with_the_index(build: Callable[..., Variable]) -> None:
     x, i, s = pt.tensor3("x"), pt.lvector("i"), pt.lscalar("s")
     node: Apply = build(x, i, pt.tensor3("m", dtype="bool"), s).owner
-    assert _has_mask(node) == any(is_bool_index(e) for e in index_of(node))
+    assert index_has_mask(node) == any(is_bool_index(e) for e in index_of(node))
 
 
 def test_identity_at_zero_does_not_confuse_decay_rates() -> None:
