@@ -199,3 +199,18 @@ def test_non_updating_function_is_unchanged() -> None:
     f = pytensor.function([x], x * 2, mode=donating())
     assert f.maker.linker.donated == ()
     np.testing.assert_array_equal(np.asarray(f(np.ones(3))), 2 * np.ones(3))
+
+
+def test_results_have_the_declared_dtype() -> None:
+    """A float32 sum (accumulated in float64) is float32, as on the C and Numba backends.
+
+    PyTensor's JAX dispatch returns the accumulator's dtype; a float64 increment of a
+    float32 table would make XLA convert the whole table each step.
+    """
+    x = pt.matrix("x", dtype="float32")
+    s = x.sum(axis=1)
+    assert s.dtype == "float32"
+    f = pytensor.function([x], s, mode=donating())
+    out = f(np.ones((3, 4), dtype="float32"))
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(np.asarray(out), [4, 4, 4])

@@ -16,6 +16,12 @@ Donation is skipped where it is unsafe:
   donate a buffer that is used twice in a call, so that argument is copied first
   and the copy is donated.
 
+It also casts each node's result to the dtype the graph declares. PyTensor's JAX
+dispatch of a sum with a wider accumulator returns the accumulator's dtype (float64
+for a float32 sum); a float64 increment of a float32 table then makes XLA convert
+the whole table to float64 and back, which costs as much as the copy donation
+saves. The C and Numba backends store such a sum at its declared dtype too.
+
 The caveat: after a call, the array a donated shared variable held before it is
 deleted. A value taken earlier with ``get_value(borrow=True)`` raises
 ``RuntimeError: Array has been deleted`` when read; it never changes silently.
@@ -48,6 +54,37 @@ def donated_inputs(fgraph: Any, static: Sequence[int] = ()) -> tuple[int, ...]:
     return tuple(positions)
 
 
+def _typed(op: Any, node: Any = None, **kwargs: Any) -> Any:
+    """`jax_funcify` of `node`, with each result cast to its output's declared dtype."""
+    from pytensor.link.jax.dispatch import jax_funcify
+
+    fn = jax_funcify(op, node=node, **kwargs)
+    if node is None:
+        return fn
+    dtypes = [getattr(out.type, "dtype", None) for out in node.outputs]
+
+    def cast(value: Any, dtype: str | None) -> Any:
+        if dtype is None or getattr(value, "dtype", dtype) == dtype:
+            return value
+        return value.astype(dtype)
+
+    if len(dtypes) == 1:
+
+        def typed(*args: Any) -> Any:
+            return cast(fn(*args), dtypes[0])
+
+    else:
+
+        def typed(*args: Any) -> Any:
+            return (
+                type(out)(map(cast, out, dtypes))
+                if isinstance(out := fn(*args), list | tuple)
+                else out
+            )
+
+    return typed
+
+
 def _buffer(arg: Any) -> Any:
     """A key that is equal for two arguments holding the same buffer."""
     try:
@@ -64,6 +101,25 @@ class DonatingJAXLinker(JAXLinker):  # type: ignore[misc]
     """
 
     donated: tuple[int, ...] = ()
+
+    def fgraph_convert(
+        self, fgraph: Any, input_storage: Any, storage_map: Any, **kwargs: Any
+    ) -> Any:
+        from pytensor.link.jax.dispatch import jax_typify
+        from pytensor.link.utils import fgraph_to_python
+
+        # The parent replaces shared RNG inputs and finds the static shape inputs;
+        # the graph is then converted again with the dtype casts.
+        super().fgraph_convert(fgraph, input_storage, storage_map, **kwargs)
+        return fgraph_to_python(
+            fgraph,
+            _typed,
+            type_conversion_fn=jax_typify,
+            fgraph_name="jax_funcified_fgraph",
+            input_storage=input_storage,
+            storage_map=storage_map,
+            **kwargs,
+        )
 
     def jit_compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         import jax
