@@ -5,6 +5,8 @@ from __future__ import annotations
 from pytensor.compile.mode import Mode, get_mode, optdb, predefined_optimizers
 from pytensor.graph.rewriting.db import RewriteDatabaseQuery
 
+from subsetgrad.backends import backend_mode
+from subsetgrad.backends.cvm import c_rows_db
 from subsetgrad.rewrite.sparse_state import SparseState
 from subsetgrad.rewrite.stats import counters, ran_on, reset_counters
 from subsetgrad.rewrite.subset_update import SubsetUpdate
@@ -18,9 +20,13 @@ TAG = "subsetgrad"
 # use_db_name_as_tag=False, so it is off unless a mode includes "subsetgrad".
 # SparseState goes first (1.44): it needs the stateful updates whole, before
 # SubsetUpdate folds their linear parts into increments.
+# At 49.7, after fusion and before the in-place passes (which keep the op's class),
+# the C backend's row increment for matrix and N-D tables; it is tagged "cxx_only"
+# inside, so linkers without C code skip it.
 _REWRITES = {
     "subsetgrad_sparse_state": (SparseState(), 1.44),
     "subsetgrad_subset_update": (SubsetUpdate(), 1.45),
+    "subsetgrad_c_rows": (c_rows_db(TAG), 49.7),
 }
 
 
@@ -39,8 +45,12 @@ _register()
 
 
 def mode(base: str | Mode = "NUMBA") -> Mode:
-    """`base` (a mode name or object) with the subsetgrad rewrites turned on."""
-    return get_mode(base).including(TAG)
+    """`base` (a mode name or object) with the subsetgrad rewrites turned on.
+
+    On JAX and PyTorch the mode also gets the linker that updates tables in place
+    (`subsetgrad.backends.backend_mode`).
+    """
+    return backend_mode(base).including(TAG)
 
 
 def rewrite_active(m: str | Mode | None = None) -> bool:
