@@ -106,6 +106,11 @@ def test_out_of_range_raises_and_writes_nothing() -> None:
     np.testing.assert_array_equal(W.get_value(), 0)
 
 
+@pytest.mark.parametrize("base", ["CVM", "NUMBA", "FAST_COMPILE"])
+def test_backend_mode_keeps_other_modes(base: str) -> None:
+    assert backend_mode(base) is get_mode(base)
+
+
 def _mode(base: str) -> Mode:
     return backend_mode(base).including("subsetgrad")
 

@@ -25,26 +25,28 @@ from pytensor.compile.mode import Mode, get_mode
 def backend_mode(base: str | Mode) -> Mode:
     """`base` (a mode name or object) with the linker that updates tables in place.
 
-    JAX gets a donating linker and PyTorch an in-place one; any other mode is
-    returned as `get_mode(base)` (C and NUMBA need no change of linker). The
-    optimizer query is kept as is: include the subsetgrad tag to rewrite the updates.
+    PyTensor's own JAX linker becomes the donating one and its PyTorch linker the
+    in-place one, with the same optimizer query; any other mode is `get_mode(base)`
+    as it is (C and NUMBA need no change of linker, and a linker subclass of your
+    own is kept). The query is not changed: include the "subsetgrad" tag to rewrite
+    the updates, as `subsetgrad.mode` does.
     """
     m = get_mode(base)
-    linker = m.linker
     from pytensor.link.jax.linker import JAXLinker
     from pytensor.link.pytorch.linker import PytorchLinker
 
-    if isinstance(linker, JAXLinker):
+    linker: type | None = None
+    if type(m.linker) is JAXLinker:
         from subsetgrad.backends.jax import DonatingJAXLinker
 
-        if not isinstance(linker, DonatingJAXLinker):
-            return Mode(linker=DonatingJAXLinker(), optimizer=m.provided_optimizer)
-    elif isinstance(linker, PytorchLinker):
+        linker = DonatingJAXLinker
+    elif type(m.linker) is PytorchLinker:
         from subsetgrad.backends.pytorch import InplacePytorchLinker
 
-        if not isinstance(linker, InplacePytorchLinker):
-            return Mode(linker=InplacePytorchLinker(), optimizer=m.provided_optimizer)
-    return m
+        linker = InplacePytorchLinker
+    if linker is None:
+        return m
+    return Mode(linker=linker(), optimizer=m.provided_optimizer)
 
 
 __all__ = ["backend_mode"]
