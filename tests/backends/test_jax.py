@@ -10,6 +10,7 @@ import pytensor.tensor as pt
 import pytest
 from pytensor.compile.mode import Mode, get_mode
 
+import subsetgrad
 from subsetgrad.backends import backend_mode
 from tests.backends import steps
 
@@ -214,3 +215,9 @@ def test_results_have_the_declared_dtype() -> None:
     out = f(np.ones((3, 4), dtype="float32"))
     assert out.dtype == np.float32
     np.testing.assert_array_equal(np.asarray(out), [4, 4, 4])
+
+
+def test_subsetgrad_mode_uses_the_linker() -> None:
+    m = subsetgrad.mode("JAX")
+    assert isinstance(m.linker, DonatingJAXLinker)
+    assert subsetgrad.rewrite_active(m)

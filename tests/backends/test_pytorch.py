@@ -11,6 +11,7 @@ import pytest
 from pytensor.compile.mode import Mode, get_mode
 from pytensor.tensor.subtensor import AdvancedIncSubtensor
 
+import subsetgrad
 from subsetgrad.backends import backend_mode
 from tests.backends import steps
 
@@ -108,3 +109,9 @@ def test_repeated_indices_sum_exactly() -> None:
     want = np.zeros((4, 3))
     np.add.at(want, i, v)
     np.testing.assert_array_equal(W.get_value(), want)
+
+
+def test_subsetgrad_mode_uses_the_linker() -> None:
+    m = subsetgrad.mode("PYTORCH")
+    assert isinstance(m.linker, InplacePytorchLinker)
+    assert subsetgrad.rewrite_active(m)
