@@ -63,6 +63,9 @@ def test_step_structure_and_in_place(kind: str) -> None:
     before = [b.copy() for b in buffers]
     f(*steps.batch(steps.INDICES["repeats"]))
     assert [s.get_value(borrow=True).ctypes.data for s in shared] == pointers
+    # The same array object, not a view of a tensor holding it (a chain of views that
+    # would grow every step).
+    assert all(s.get_value(borrow=True) is b for s, b in zip(shared, buffers, strict=True))
     # The borrowed arrays are the tables' storage: they see the step, like on C.
     assert all(not np.array_equal(b, o) for b, o in zip(buffers, before, strict=True))
 
