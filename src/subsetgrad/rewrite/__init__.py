@@ -7,6 +7,7 @@ from pytensor.graph.rewriting.db import RewriteDatabaseQuery
 
 from subsetgrad.backends import backend_mode
 from subsetgrad.backends.cvm import c_rows_db
+from subsetgrad.rewrite.scan_gradient import ScanScatter
 from subsetgrad.rewrite.sparse_state import SparseState
 from subsetgrad.rewrite.stats import counters, ran_on, reset_counters
 from subsetgrad.rewrite.subset_update import SubsetUpdate
@@ -19,11 +20,14 @@ TAG = "subsetgrad"
 # the rewrite builds. Registered directly on optdb with its own tag and
 # use_db_name_as_tag=False, so it is off unless a mode includes "subsetgrad".
 # SparseState goes first (1.44): it needs the stateful updates whole, before
-# SubsetUpdate folds their linear parts into increments.
+# SubsetUpdate folds their linear parts into increments. ScanScatter (1.43)
+# turns a Scan's table-sized gradient carry into one scatter after the loop,
+# for those two to take over.
 # At 49.7, after fusion and before the in-place passes (which keep the op's class),
 # the C backend's row increment for matrix and N-D tables; it is tagged "cxx_only"
 # inside, so linkers without C code skip it.
 _REWRITES = {
+    "subsetgrad_scan_scatter": (ScanScatter(), 1.43),
     "subsetgrad_sparse_state": (SparseState(), 1.44),
     "subsetgrad_subset_update": (SubsetUpdate(), 1.45),
     "subsetgrad_c_rows": (c_rows_db(TAG), 49.7),
@@ -67,6 +71,7 @@ def rewrite_active(m: str | Mode | None = None) -> bool:
 
 __all__ = [
     "TAG",
+    "ScanScatter",
     "SparseState",
     "SubsetUpdate",
     "counters",
