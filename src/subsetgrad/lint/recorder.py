@@ -6,7 +6,7 @@ import functools
 import sys
 import traceback
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import count
@@ -18,12 +18,13 @@ from pytensor.compile.mode import optdb
 from pytensor.graph.basic import Variable
 from pytensor.graph.fg import FunctionGraph
 from pytensor.graph.rewriting.basic import GraphRewriter
+from pytensor.scan import basic as scan_basic
 
 from subsetgrad.graph import LOOKUP_OPS, is_lookup, tag_value
 from subsetgrad.lint.engine import analyse_all
 from subsetgrad.lint.findings import Finding, Location
 from subsetgrad.lint.program import Program
-from subsetgrad.lint.source import absolute, is_user_file
+from subsetgrad.lint.source import absolute, is_user_file, location_of
 from subsetgrad.rewrite import ran_on
 
 CAPTURE_NAME = "subsetgrad_capture"
@@ -66,6 +67,50 @@ class GradCall:
         if owner is not None and isinstance(owner.op, LOOKUP_OPS):
             return owner.inputs[0]
         return None
+
+
+#: Tag on a table read inside a Scan's step: where (SG103 points there).
+LOOP_LOOKUP_TAG = "subsetgrad_loop_lookup"
+
+
+def loop_lookup(table: Variable) -> Location | None:
+    """Where `record()` saw `table` looked up inside a Scan's step function, if it did."""
+    found = tag_value(table, LOOP_LOOKUP_TAG)
+    return found if isinstance(found, Location) else None
+
+
+def _note_loop_lookups(outputs: Any, step_inputs: Sequence[Any]) -> None:
+    """Tag each table that the step's `outputs` look up (read from outside the step)."""
+    inside = {v for v in step_inputs if isinstance(v, Variable)}
+    stack = [v for v in _variables(outputs) if v not in inside]
+    seen = set(stack)
+    while stack:
+        node = stack.pop().owner
+        if node is None:
+            continue
+        table = node.inputs[0]
+        first = table.owner is None and table not in inside and loop_lookup(table) is None
+        if first and is_lookup(node):
+            where = location_of(node)
+            if where is not None:
+                setattr(table.tag, LOOP_LOOKUP_TAG, where)
+        for i in node.inputs:
+            if i not in seen and i not in inside:
+                seen.add(i)
+                stack.append(i)
+
+
+def _variables(value: Any) -> Iterator[Variable]:
+    """The variables in what a step function returned (a variable, tuples, lists, dicts)."""
+    if isinstance(value, Variable):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _variables(k)
+            yield from _variables(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _variables(v)
 
 
 def call_of(var: Variable) -> GradCall | None:
@@ -175,12 +220,30 @@ def _recording_grad(original: Callable[..., Any]) -> Callable[..., Any]:
     return grad
 
 
+def _recording_scan(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def scan(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if not _active:
+            return original(fn, *args, **kwargs)
+
+        @functools.wraps(fn)
+        def step(*inputs: Any) -> Any:
+            outputs = fn(*inputs)
+            _note_loop_lookups(outputs, inputs)
+            return outputs
+
+        return original(step, *args, **kwargs)
+
+    return scan
+
+
 @contextmanager
 def record() -> Iterator[Recording]:
     """Record the graphs compiled and the gradients taken inside the block.
 
-    Patches `pytensor.grad` wherever a loaded module holds it (so ``from pytensor
-    import grad`` done earlier is covered too), deepens PyTensor's stack traces
+    Patches `pytensor.grad` and `pytensor.scan` wherever a loaded module holds
+    them (so ``from pytensor import grad`` done earlier is covered too; a step
+    function's lookups are noted for SG103), deepens PyTensor's stack traces
     so that findings reach the user's line, and keeps a pre-rewrite copy of every
     graph compiled (every linker runs at least PyTensor's minimum rewrites, even
     with ``optimizer=None``). The copy lives as long as its compiled function,
@@ -188,17 +251,21 @@ def record() -> Iterator[Recording]:
     """
     _install_capture()
     rec = Recording()
-    original = pytensor.gradient.grad
+    originals = {"grad": pytensor.gradient.grad, "scan": scan_basic.scan}
+    wrappers = {
+        "grad": _recording_grad(originals["grad"]),
+        "scan": _recording_scan(originals["scan"]),
+    }
     patched: list[tuple[Any, str]] = []
     if not _active:
-        wrapper = _recording_grad(original)
         for module in list(sys.modules.values()):
-            try:
-                if getattr(module, "grad", None) is original:
-                    setattr(module, "grad", wrapper)  # noqa: B010
-                    patched.append((module, "grad"))
-            except Exception:
-                continue
+            for name, original in originals.items():
+                try:
+                    if getattr(module, name, None) is original:
+                        setattr(module, name, wrappers[name])
+                        patched.append((module, name))
+                except Exception:
+                    continue
     old_limit = pytensor.config.traceback__limit
     pytensor.config.traceback__limit = max(old_limit, TRACE_LIMIT)
     _active.append(rec)
@@ -208,13 +275,14 @@ def record() -> Iterator[Recording]:
         _active.remove(rec)
         pytensor.config.traceback__limit = old_limit
         for module, name in patched:
-            setattr(module, name, original)
+            setattr(module, name, originals[name])
         if not _active:
-            # Modules imported inside the block copied the wrapper; give them theirs back.
+            # Modules imported inside the block copied a wrapper; give them theirs back.
             for module in list(sys.modules.values()):
-                try:
-                    held = getattr(module, "grad", None)
-                    if getattr(held, "__wrapped__", None) is original and held is not original:
-                        setattr(module, "grad", original)  # noqa: B010
-                except Exception:
-                    continue
+                for name, original in originals.items():
+                    try:
+                        held = getattr(module, name, None)
+                        if getattr(held, "__wrapped__", None) is original and held is not original:
+                            setattr(module, name, original)
+                    except Exception:
+                        continue

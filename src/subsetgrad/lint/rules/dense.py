@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pytensor.graph.basic import Apply, Variable
+from pytensor.graph.traversal import ancestors
+from pytensor.scan.utils import ScanArgs
 from pytensor.tensor.elemwise import Elemwise
 from pytensor.tensor.subtensor import AdvancedIncSubtensor, AdvancedSubtensor
 
@@ -23,9 +25,11 @@ from subsetgrad.graph import (
     table_bytes,
     table_key,
 )
+from subsetgrad.graph.scan import scan_accumulators
 from subsetgrad.lint.analyses import op_name, state_updates, strip_casts_and_shapes
 from subsetgrad.lint.findings import Finding, Severity
 from subsetgrad.lint.program import Program
+from subsetgrad.lint.recorder import loop_lookup
 from subsetgrad.lint.registry import Rule, rule
 from subsetgrad.lint.source import first_location, location_of
 
@@ -358,9 +362,9 @@ def _scan_tables(node: Apply) -> Iterator[tuple[Apply, Variable | None]]:
     "SG103",
     "scatter-in-scan",
     summary="A lookup gradient is accumulated densely inside a Scan.",
-    hint="Look the rows up outside the loop (`rows = W[idx_all]`), pass them in as a "
-    "sequence, and take the gradient with respect to `rows`; no rewrite outside the loop "
-    "can remove this.",
+    hint="Compile with `subsetgrad.mode(...)`, whose rewrite emits the loop's rows instead; "
+    "or look the rows up outside the loop (`rows = W[idx_all]`), pass them in as a sequence, "
+    "and take the gradient with respect to `rows`.",
 )
 def scatter_in_scan(program: Program, r: Rule) -> Iterator[Finding]:
     """
@@ -411,9 +415,12 @@ def scatter_in_scan(program: Program, r: Rule) -> Iterator[Finding]:
     ```
 
     ## Rewrite
-    Even where the rewrite turns the scatter inside the loop into an
-    increment, the gradient Scan still carries the V x D gradient from step
-    to step as loop state. Write the Use instead form.
+    The subsetgrad rewrite makes the backward loop emit each step's rows and
+    their gradients instead of carrying the V x D gradient, and updates the
+    looked-up rows after the loop: compile with ``subsetgrad.mode("NUMBA")``.
+    The finding is then reported at severity ``info``, saying the rewrite is
+    active. Where the rewrite cannot (the table also read whole inside the
+    loop, a nested Scan), the message says why; write the Use instead form.
     """
     from pytensor.scan.op import Scan
 
@@ -421,6 +428,7 @@ def scatter_in_scan(program: Program, r: Rule) -> Iterator[Finding]:
     masks: dict[Variable, int] | None = None
     for k, node in enumerate(scans):
         reported: set[int] = set()
+        handled: dict[int, str | None] | None = None
         for inner_node, outer in _scan_tables(node):
             key = id(outer) if outer is not None else id(inner_node)
             if key in reported or outer is None:
@@ -434,10 +442,52 @@ def scatter_in_scan(program: Program, r: Rule) -> Iterator[Finding]:
             if not _trains(program, outer, masks, k):
                 continue
             reported.add(key)
-            table = describe(outer) if outer is not None else "a lookup table"
-            size = megabytes(table_bytes(outer)) if outer is not None else "V x D"
-            yield r.finding(
+            if handled is None:
+                handled = _rewrite_verdicts(node, program)
+            verdict = handled.get(id(inner_node), "its gradient is not a running sum of rows")
+            table = describe(outer)
+            size = megabytes(table_bytes(outer))
+            message = (
                 f"the gradient of a lookup on {table} is accumulated densely inside a Scan: "
-                f"~{size} of zeros and adds on every step of the loop.",
-                first_location(inner_node, node),
+                f"~{size} of zeros and adds on every step of the loop"
             )
+            severity = None
+            if verdict is not None:
+                status = f"the subsetgrad rewrite cannot make it sparse: {verdict}"
+            elif program.rewrite_active:
+                status = "the subsetgrad rewrite is active in this mode and emits the rows instead"
+                severity = Severity.INFO
+            elif program.rewrite_active is None:
+                status = "compile with the subsetgrad rewrite to emit the rows instead"
+            else:
+                status = "the subsetgrad rewrite is off in this mode"
+            lookup = loop_lookup(outer)
+            grad_call = first_location(inner_node, node)
+            yield r.finding(
+                f"{message}; {status}.",
+                lookup or grad_call,
+                related=[grad_call] if lookup is not None and grad_call is not None else [],
+                severity=severity,
+                hint=_ACTIVE_HINT_SCAN if severity is Severity.INFO else None,
+            )
+
+
+_ACTIVE_HINT_SCAN = (
+    "Nothing to change while this mode compiles it; in a mode without the rewrite, look "
+    "the rows up outside the loop and pass them in as a sequence."
+)
+
+
+def _rewrite_verdicts(node: Apply, program: Program) -> dict[int, str | None]:
+    """Per inner scatter of Scan `node`: None if the rewrite makes it rows, else why not."""
+    found = scan_accumulators(node, program.index.clients)
+    verdicts: dict[int, str | None] = {}
+    for acc in found.accumulators:
+        for term in acc.terms:
+            verdicts[id(term)] = None
+    carries = ScanArgs.from_node(node).inner_out_sit_sot
+    for k, reason in found.refused.items():
+        for var in ancestors([carries[k]]):
+            if var.owner is not None:
+                verdicts.setdefault(id(var.owner), reason)
+    return verdicts
