@@ -375,3 +375,23 @@ def test_generated_loops(
     (want, want_out), (got, got_out) = results
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(np.ravel(got_out), np.ravel(want_out), rtol=1e-10, atol=1e-12)
+
+
+# PyTensor's JAX backend compiles loops of a static length only (the dense graph too).
+JAX_CASES = ["feedback", "no-sequences"]
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("name", JAX_CASES)
+def test_matches_optimizer_none_on_jax(name: str) -> None:
+    pytest.importorskip("jax", reason="`./dev test-backends` installs JAX")
+    case = next(c for c in CASES if c.name == name)
+    values = case.values()
+    want, want_outs, _ = _run(case, REFERENCE, values)
+    got, got_outs, _ = _run(case, subsetgrad.mode("JAX"), values)
+    assert (subsetgrad.counters["scan_scatter"] > 0) is case.fires
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    for a, b in zip(got_outs, want_outs, strict=True):
+        for x, y in zip(_listed(a), _listed(b), strict=True):
+            np.testing.assert_allclose(x, y, rtol=1e-10, atol=1e-12)
