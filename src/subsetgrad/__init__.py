@@ -13,7 +13,7 @@ from subsetgrad.lint import (
     record,
 )
 from subsetgrad.optim import POLICIES, SparseUpdateError, SparseUpdates, sparse_updates
-from subsetgrad.rewrite import TAG, counters, mode, rewrite_active
+from subsetgrad.rewrite import TAG, counters, disable, enable, mode, rewrite_active
 
 __all__ = [
     "POLICIES",
@@ -28,6 +28,8 @@ __all__ = [
     "check",
     "check_function",
     "counters",
+    "disable",
+    "enable",
     "mode",
     "record",
     "rewrite_active",

@@ -6,7 +6,7 @@ PyTensor's op classes are ABCs whose `isinstance` is slow over large graphs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import cache
 from typing import Any
 
@@ -40,6 +40,11 @@ def is_inc(node: Apply) -> bool:
     """An (Advanced)IncSubtensor: a write of values at an index."""
     op_type: Any = type(node.op)
     return is_subclass(op_type, INC_OPS)
+
+
+def has_increment(nodes: Iterable[Apply]) -> bool:
+    """Whether any of `nodes` is an increment: without one no rewrite has anything to do."""
+    return any(is_inc(node) for node in nodes)
 
 
 def is_lookup(node: Apply) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pytensor.compile.mode import Mode, get_mode, optdb, predefined_optimizers
+from pytensor.graph.rewriting.basic import GraphRewriter
 from pytensor.graph.rewriting.db import RewriteDatabaseQuery
 
 from subsetgrad.backends import backend_mode
@@ -11,6 +12,7 @@ from subsetgrad.rewrite.scan_gradient import ScanScatter
 from subsetgrad.rewrite.sparse_state import SparseState
 from subsetgrad.rewrite.stats import counters, ran_on, reset_counters
 from subsetgrad.rewrite.subset_update import SubsetUpdate
+from subsetgrad.rewrite.switch import WhenEnabled, disable, enable, is_enabled
 
 TAG = "subsetgrad"
 
@@ -34,6 +36,17 @@ _REWRITES = {
 }
 
 
+# The same graph rewrites once more, under the tags every predefined mode's rewrites
+# include, each a no-op unless `enable()` is in force. Run after a mode's own
+# subsetgrad entries at the same position, they find nothing left to do.
+EVERYWHERE = ("fast_run", "fast_compile")
+_WHEN_ENABLED = {
+    f"{name}_when_enabled": (WhenEnabled(rewriter), position)
+    for name, (rewriter, position) in _REWRITES.items()
+    if isinstance(rewriter, GraphRewriter)
+}
+
+
 def _register() -> None:
     for name, (rewriter, position) in _REWRITES.items():
         if name not in optdb:
@@ -42,6 +55,16 @@ def _register() -> None:
             # dense graph; the increments do not look at that shape.
             optdb.register(
                 name, rewriter, TAG, "shape_unsafe", position=position, use_db_name_as_tag=False
+            )
+    for name, (rewriter, position) in _WHEN_ENABLED.items():
+        if name not in optdb:
+            optdb.register(
+                name,
+                rewriter,
+                *EVERYWHERE,
+                "shape_unsafe",
+                position=position,
+                use_db_name_as_tag=False,
             )
 
 
@@ -65,8 +88,10 @@ def rewrite_active(m: str | Mode | None = None) -> bool:
     if not isinstance(query, RewriteDatabaseQuery):
         return False
     # optdb's own selection (tags and names, include, require, exclude, cutoff).
+    selected = optdb.query(query).data
     rewriter, _ = _REWRITES["subsetgrad_subset_update"]
-    return rewriter in optdb.query(query).data
+    gated, _ = _WHEN_ENABLED["subsetgrad_subset_update_when_enabled"]
+    return rewriter in selected or (is_enabled() and gated in selected)
 
 
 __all__ = [
@@ -75,6 +100,9 @@ __all__ = [
     "SparseState",
     "SubsetUpdate",
     "counters",
+    "disable",
+    "enable",
+    "is_enabled",
     "mode",
     "ran_on",
     "reset_counters",

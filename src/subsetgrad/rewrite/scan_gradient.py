@@ -44,7 +44,7 @@ class ScanScatter(GraphRewriter):  # type: ignore[misc]
 
     def apply(self, fgraph: FunctionGraph) -> None:
         note_run(fgraph)
-        for node in [n for n in fgraph.toposort() if isinstance(n.op, Scan)]:
+        for node in [n for n in fgraph.apply_nodes if isinstance(n.op, Scan)]:
             found = scan_accumulators(node, fgraph.clients)
             if found.accumulators:
                 _rewrite(fgraph, node, found.accumulators)

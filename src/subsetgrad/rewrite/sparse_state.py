@@ -8,6 +8,7 @@ from pytensor.graph.rewriting.basic import GraphRewriter, copy_stack_trace
 from subsetgrad.graph import (
     analyse,
     changed_at_zero,
+    has_increment,
     linear_without_state,
     row_values,
     scatter_dependent,
@@ -49,7 +50,7 @@ class SparseState(GraphRewriter):  # type: ignore[misc]
     def apply(self, fgraph: FunctionGraph) -> None:
         note_run(fgraph)
         mapping = getattr(fgraph, "update_mapping", None)
-        if not mapping:
+        if not mapping or not has_increment(fgraph.apply_nodes):
             return
         pairs = [(fgraph.inputs[i], fgraph.outputs[o]) for o, i in mapping.items()]
         analysis = analyse(pairs)

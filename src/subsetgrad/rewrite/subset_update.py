@@ -5,7 +5,7 @@ from __future__ import annotations
 from pytensor.graph.fg import FunctionGraph
 from pytensor.graph.rewriting.basic import GraphRewriter, copy_stack_trace
 
-from subsetgrad.graph import GraphIndex, build_subset_update, decompose_graph
+from subsetgrad.graph import GraphIndex, build_subset_update, decompose_graph, has_increment
 from subsetgrad.rewrite.stats import counters, note_run
 
 
@@ -39,6 +39,8 @@ class SubsetUpdate(GraphRewriter):  # type: ignore[misc]
 
     def apply(self, fgraph: FunctionGraph) -> None:
         note_run(fgraph)
+        if not has_increment(fgraph.apply_nodes):
+            return  # most graphs: one pass over the nodes, no index
         index = GraphIndex.from_fgraph(fgraph)
         dec = decompose_graph(index)
         for out, lin in list(dec.roots(index)):
