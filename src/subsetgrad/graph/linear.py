@@ -20,7 +20,7 @@ import pytensor.tensor as pt
 from pytensor.graph.basic import Apply, Variable
 from pytensor.tensor.subtensor import AdvancedIncSubtensor
 
-from subsetgrad.graph.index import GraphIndex
+from subsetgrad.graph.index import GraphIndex, scatter_dependent
 from subsetgrad.graph.ops import (
     FLOAT_DTYPES,
     Index,
@@ -199,12 +199,13 @@ def decompose_graph(index: GraphIndex, *, values: bool = True) -> Decomposition:
     zero_based = index.zero_based
     linear, absorbed = dec.linear, dec.absorbed
     incs, decomposed = set(index.incs), linear.keys()
+    dependent = scatter_dependent(index)
     for node in index.inc_region:
         # Cheapest test first: most nodes in the region read no decomposed input.
         inc = node in incs
         if not inc and decomposed.isdisjoint(node.inputs):
             continue
-        result = _decompose_node(node, dec, inc, node in zero_based, values)
+        result = _decompose_node(node, dec, inc, node in zero_based, dependent, values)
         if result is not None:
             lin, used = result
             linear[node.outputs[0]] = lin
@@ -214,7 +215,12 @@ def decompose_graph(index: GraphIndex, *, values: bool = True) -> Decomposition:
 
 
 def _decompose_node(
-    node: Apply, dec: Decomposition, inc: bool, zero_base: bool, values: bool = True
+    node: Apply,
+    dec: Decomposition,
+    inc: bool,
+    zero_base: bool,
+    dependent: set[Variable],
+    values: bool = True,
 ) -> tuple[Linear, list[int]] | None:
     """The decomposition of ``node.outputs[0]`` and the inputs it folded in, or None.
 
@@ -270,7 +276,7 @@ def _decompose_node(
         (s,) = sparse
         factors = [x for i, x in enumerate(inputs) if i != s]
         a = linear[inputs[s]]
-        if not _gatherable(factors, a.terms):
+        if not _gatherable(factors, a.terms) or any(_varies_with(f, dependent) for f in factors):
             return None
         dense = None if a.dense is None else Lazy(pt.mul, (a.dense, *factors))
         terms = tuple([_scale(t, factors, pt.mul) for t in a.terms]) if values else a.terms
@@ -279,7 +285,7 @@ def _decompose_node(
     if kind == "div" and sparse == [0]:
         a = linear[inputs[0]]
         divisor = inputs[1]
-        if not _gatherable([divisor], a.terms):
+        if not _gatherable([divisor], a.terms) or _varies_with(divisor, dependent):
             return None
         dense = None if a.dense is None else Lazy(pt.true_div, (a.dense, divisor))
         terms = tuple([_scale(t, [divisor], pt.true_div) for t in a.terms]) if values else a.terms
@@ -327,6 +333,16 @@ def _gatherable(factors: Sequence[Variable], terms: Sequence[Scatter]) -> bool:
     if all([all(f.type.broadcastable) for f in factors]):
         return True
     return not any([t.has_mask for t in terms])
+
+
+def _varies_with(factor: Variable, dependent: set[Variable]) -> bool:
+    """A factor computed from a gradient that varies along the table (``1 / (|g| + eps)``).
+
+    Gathering it at the rows needs the whole gradient, where the row step computes
+    the update sparsely. A scalar of the gradient (a global norm's clipping scale)
+    is the same at every row: the rest of the graph needs that gradient anyway.
+    """
+    return factor in dependent and not all(factor.type.broadcastable)
 
 
 def _opt(fn: Callable[..., Variable], part: Expr | None) -> Expr | None:
