@@ -24,7 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     "__main__": {"cli"},
 }
 # The only names the lint may take from the rewrite: whether a mode runs it.
-LINT_FROM_REWRITE = {"rewrite_active", "ran_on"}
+LINT_FROM_REWRITE = {"rewrite_active", "ran_on", "table_copied_by"}
 
 
 def _layer(path: Path) -> str:

@@ -405,3 +405,21 @@ def test_scans_are_matched_to_updates_in_linear_work(monkeypatch: pytest.MonkeyP
         "W2",
     ]
     assert passes == 1
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize(("backend", "module"), [("JAX", "jax"), ("PYTORCH", "torch")])
+def test_sg101_says_when_the_mode_still_copies_the_table(backend: str, module: str) -> None:
+    """PyTensor's own JAX and PyTorch linkers copy the table; the info names subsetgrad.mode."""
+    pytest.importorskip(module)
+    from pytensor.compile.mode import get_mode
+
+    W = pytensor.shared(np.ones((100, 4)), name="W")
+    idx = pt.lvector("idx")
+    new_W = W - 0.1 * pytensor.grad((W[idx] ** 2).sum(), W)
+    (copying,) = subsetgrad.check([], {W: new_W}, mode=get_mode(backend).including("subsetgrad"))
+    assert copying.severity is Severity.INFO
+    assert f'subsetgrad.mode("{backend}")' in copying.message
+    (in_place,) = subsetgrad.check([], {W: new_W}, mode=subsetgrad.mode(backend))
+    assert in_place.severity is Severity.INFO
+    assert "copies" not in in_place.message

@@ -49,4 +49,17 @@ def backend_mode(base: str | Mode) -> Mode:
     return Mode(linker=linker(), optimizer=m.provided_optimizer)
 
 
-__all__ = ["backend_mode"]
+def copying_backend(linker: object) -> str | None:
+    """ "JAX" or "PYTORCH" when `linker` is PyTensor's own one, which copies an updated
+    table on every call; None for linkers that update it in place."""
+    from pytensor.link.jax.linker import JAXLinker
+    from pytensor.link.pytorch.linker import PytorchLinker
+
+    if type(linker) is JAXLinker:
+        return "JAX"
+    if type(linker) is PytorchLinker:
+        return "PYTORCH"
+    return None
+
+
+__all__ = ["backend_mode", "copying_backend"]

@@ -22,7 +22,7 @@ from subsetgrad.lint.findings import Finding, Location, Severity
 from subsetgrad.lint.program import Program
 from subsetgrad.lint.recorder import Recording, captured, record
 from subsetgrad.lint.registry import RULES, Rule
-from subsetgrad.rewrite import ran_on, rewrite_active
+from subsetgrad.rewrite import ran_on, rewrite_active, table_copied_by
 
 
 def check(
@@ -39,6 +39,7 @@ def check(
     SG101 says whether the subsetgrad rewrite is active in it.
     """
     program = Program.from_symbolic(outputs, updates, rewrite_active(mode))
+    program.copied_by = table_copied_by(mode)
     return analyse(program, select=select, ignore=ignore)
 
 
@@ -62,6 +63,7 @@ def check_function(
             "`with subsetgrad.record():`, or pass its outputs and updates to subsetgrad.check()"
         )
     program.rewrite_active = ran_on(maker.fgraph)
+    program.copied_by = table_copied_by(getattr(maker, "mode", None))
     return analyse(program, select=select, ignore=ignore)
 
 

@@ -30,6 +30,8 @@ class Program:
     # None: unknown (a symbolic graph checked without a mode).
     rewrite_active: bool | None = None
     label: str = "function"
+    # The backend whose linker copies updated tables every call ("JAX"), where known.
+    copied_by: str | None = None
     # Analyses the rules share, by the function that computes them (see `memo`).
     _memo: dict[Callable[[Program], Any], Any] = field(default_factory=dict, repr=False)
 

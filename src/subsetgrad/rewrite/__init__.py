@@ -6,7 +6,7 @@ from pytensor.compile.mode import Mode, get_mode, optdb, predefined_optimizers
 from pytensor.graph.rewriting.basic import GraphRewriter
 from pytensor.graph.rewriting.db import RewriteDatabaseQuery
 
-from subsetgrad.backends import backend_mode
+from subsetgrad.backends import backend_mode, copying_backend
 from subsetgrad.backends.cvm import c_rows_db
 from subsetgrad.rewrite.scan_gradient import ScanScatter
 from subsetgrad.rewrite.sparse_state import SparseState
@@ -80,6 +80,12 @@ def mode(base: str | Mode = "NUMBA") -> Mode:
     return backend_mode(base).including(TAG)
 
 
+def table_copied_by(m: str | Mode | None = None) -> str | None:
+    """The backend ("JAX", "PYTORCH") whose linker in mode `m` still copies an updated
+    table on every call, even rewritten; None where `subsetgrad.mode` would change nothing."""
+    return copying_backend(get_mode(m).linker)
+
+
 def rewrite_active(m: str | Mode | None = None) -> bool:
     """Whether compiling with mode `m` (default: PyTensor's default mode) runs the rewrite."""
     query = get_mode(m).provided_optimizer
@@ -107,4 +113,5 @@ __all__ = [
     "ran_on",
     "reset_counters",
     "rewrite_active",
+    "table_copied_by",
 ]

@@ -238,7 +238,13 @@ def dense_table_gradient(program: Program, r: Rule) -> Iterator[Finding]:
             continue
         cost = megabytes((table_bytes(table) or 0) * DENSE_PASSES or None)
         hint = None
-        if program.rewrite_active:
+        if program.rewrite_active and program.copied_by:
+            status = (
+                "the subsetgrad rewrite is active in this mode, but its linker still copies "
+                f'the table on every call: compile with subsetgrad.mode("{program.copied_by}")'
+            )
+            severity = Severity.INFO
+        elif program.rewrite_active:
             status = "the subsetgrad rewrite is active in this mode and makes it a subset update"
             severity = Severity.INFO
             hint = _ACTIVE_HINT
